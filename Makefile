@@ -1,0 +1,69 @@
+# Tether build entry points. `make help` lists them.
+SHELL := /usr/bin/env bash
+.DEFAULT_GOAL := all
+
+OUT        := _output
+BIN_DIR    := $(OUT)/local/bin
+VERSION    ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo v0.0.0-dev)
+COMMIT     ?= $(shell git rev-parse --short HEAD 2>/dev/null || echo unknown)
+BUILD_DATE ?= $(shell date -u +%Y-%m-%dT%H:%M:%SZ)
+LDFLAGS    := -s -w -X github.com/tether-edge/tether/pkg/version.gitVersion=$(VERSION) \
+              -X github.com/tether-edge/tether/pkg/version.gitCommit=$(COMMIT) \
+              -X github.com/tether-edge/tether/pkg/version.buildDate=$(BUILD_DATE)
+BINARIES   := cloudcore edgecore keadm
+GO_TEST_FLAGS ?=
+
+.PHONY: all
+all: $(BINARIES) ## Build cloudcore, edgecore and keadm into _output/local/bin
+
+.PHONY: $(BINARIES)
+$(BINARIES):
+	@mkdir -p $(BIN_DIR)
+	go build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN_DIR)/$@ ./cmd/$@
+
+.PHONY: deps
+deps: ## Install the Debian packages tests and local runs need (only what is missing)
+	hack/install-deps.sh
+
+.PHONY: tools
+tools: ## Build kube-apiserver, etcd, kubectl, kube-controller-manager, kube-scheduler, controller-gen (cached in _output/tools)
+	hack/build-tools.sh
+
+.PHONY: generate
+generate: ## Regenerate deepcopy code and CRD manifests from pkg/apis
+	hack/update-codegen.sh
+
+.PHONY: verify
+verify: ## gofmt, go vet, generated files up to date
+	hack/verify.sh
+
+.PHONY: test-unit
+test-unit: ## Unit tests with the race detector
+	go test -race -count=1 $(GO_TEST_FLAGS) ./...
+
+.PHONY: test-integration
+test-integration: tools ## Integration tests against a real kube-apiserver and etcd
+	go test -race -count=1 -tags integration $(GO_TEST_FLAGS) ./tests/...
+
+.PHONY: test
+test: deps tools verify test-unit test-integration ## Everything CI runs: installs what is missing, then all tests
+
+.PHONY: cluster-up cluster-down
+cluster-up: deps tools ## Start etcd, kube-apiserver, kube-controller-manager, kube-scheduler on loopback
+	hack/local-cluster.sh up
+cluster-down: ## Stop the local control plane
+	hack/local-cluster.sh down
+
+.PHONY: local-up local-down
+local-up: deps tools all ## Run the whole system on this machine (Ctrl-C stops it)
+	hack/local-up.sh
+local-down: ## Stop everything local-up started
+	hack/local-up.sh down
+
+.PHONY: clean
+clean: ## Remove built binaries (keeps the cached control-plane tools)
+	rm -rf $(OUT)/local
+
+.PHONY: help
+help:
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'

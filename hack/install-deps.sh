@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Installs the Debian packages the tests and the local run need, when they are missing. Idempotent and quiet
+# when everything is there already. Needs root (or passwordless sudo) only when something must be installed.
+set -euo pipefail
+. "$(dirname "$0")/lib/common.sh"
+
+# command -> package that provides it
+declare -A PKG_OF=(
+  [openssl]=openssl
+  [curl]=curl
+  [gcc]=gcc
+)
+
+missing=()
+for cmd in "${!PKG_OF[@]}"; do
+  command -v "$cmd" >/dev/null 2>&1 || missing+=("${PKG_OF[$cmd]}")
+done
+[ ${#missing[@]} -eq 0 ] && exit 0
+
+SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO=sudo
+log "installing Debian packages: ${missing[*]}"
+# Debian's daemons would start on their default ports; we run our own instances, so keep theirs off.
+if [ ! -e /usr/sbin/policy-rc.d ]; then
+  printf '#!/bin/sh\nexit 101\n' | $SUDO tee /usr/sbin/policy-rc.d >/dev/null; $SUDO chmod +x /usr/sbin/policy-rc.d
+fi
+$SUDO apt-get update -qq || die "apt-get update failed"
+DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null \
+  || die "apt-get install ${missing[*]} failed"

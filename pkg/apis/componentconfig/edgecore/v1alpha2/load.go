@@ -1,0 +1,21 @@
+package v1alpha2
+
+import (
+	"github.com/tether-edge/tether/pkg/util/configflag"
+)
+
+// Load reads the edgecore config at path: defaults first, then the file
+// decoded strictly over them, then validation. Errors name the file and,
+// where there is one, the offending field.
+func Load(path string) (*EdgeCore, error) {
+	c := NewDefaultEdgeCore()
+	err := configflag.Load(path, c, configflag.Type{
+		APIVersion: APIVersion,
+		Kind:       Kind,
+		Accepted:   acceptedKubeEdgeFields(),
+	})
+	if err != nil {
+		return nil, err
+	}
+	return c, nil
+}
