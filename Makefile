@@ -4,7 +4,7 @@ SHELL := /usr/bin/env bash
 
 OUT        := _output
 BIN_DIR    := $(OUT)/local/bin
-VERSION    ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo v0.0.0-dev)
+VERSION    ?= $(shell git describe --tags --match 'v*' --dirty 2>/dev/null || echo v0.1.0-dev+$(COMMIT))
 COMMIT     ?= $(shell git rev-parse --short HEAD 2>/dev/null || echo unknown)
 BUILD_DATE ?= $(shell date -u +%Y-%m-%dT%H:%M:%SZ)
 LDFLAGS    := -s -w -X github.com/tether-edge/tether/pkg/version.gitVersion=$(VERSION) \

@@ -11,14 +11,14 @@ if [ -n "$unformatted" ]; then log "gofmt needed on:"; echo "$unformatted" >&2; 
 go vet ./... || rc=1
 go vet -tags integration ./tests/... || rc=1
 
-# Regenerate into a scratch copy and compare, so a stale checkout is reported, not silently fixed.
+# Snapshot the generated files, regenerate, compare. Only generated files are touched: after a failure the tree
+# holds the fresh output, ready to commit.
+generated() { find crds pkg/apis -name 'zz_generated*.go' -o -path 'crds/*.yaml' | sort; }
 scratch=$(mktemp -d); trap 'rm -rf "$scratch"' EXIT
-cp -r crds pkg "$scratch/"
+generated | while read -r f; do mkdir -p "$scratch/$(dirname "$f")"; cp "$f" "$scratch/$f"; done
 "$TETHER_ROOT/hack/update-codegen.sh"
-if ! diff -r "$scratch/crds" crds >/dev/null || ! diff -r "$scratch/pkg" pkg >/dev/null; then
-  log "generated files are stale: run 'make generate' and commit the result"
-  diff -r "$scratch/crds" crds >&2 || true; diff -r "$scratch/pkg" pkg >&2 || true
-  rm -rf crds pkg; cp -r "$scratch/crds" "$scratch/pkg" .   # leave the tree as it was
-  rc=1
-fi
+stale=0
+while read -r f; do cmp -s "$f" "$scratch/$f" || { log "stale: $f"; stale=1; }; done < <(generated)
+[ "$(cd "$scratch" && find . -type f | wc -l)" = "$(generated | wc -l)" ] || { log "generated file set changed"; stale=1; }
+if [ $stale = 1 ]; then log "generated files were stale and have been regenerated: review and commit them"; rc=1; fi
 exit $rc
