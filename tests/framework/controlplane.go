@@ -13,15 +13,12 @@ import (
 	"testing"
 	"time"
 
-	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
 	k8sruntime "k8s.io/apimachinery/pkg/runtime"
-	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 
-	devicesv1alpha2 "github.com/tether-edge/tether/pkg/apis/devices/v1alpha2"
-	reliablesyncsv1alpha1 "github.com/tether-edge/tether/pkg/apis/reliablesyncs/v1alpha1"
+	tetherscheme "github.com/tether-edge/tether/pkg/apis/scheme"
 )
 
 // ControlPlane is a running kube-apiserver with etcd, with the project's CRDs installed.
@@ -52,20 +49,6 @@ func ToolsBin() string {
 	return filepath.Join(RepoRoot(), "_output", "tools", "bin")
 }
 
-// NewScheme returns a scheme with the Kubernetes built-ins and the project's API types.
-func NewScheme() (*k8sruntime.Scheme, error) {
-	s := k8sruntime.NewScheme()
-	for _, add := range []func(*k8sruntime.Scheme) error{
-		clientgoscheme.AddToScheme, apiextensionsv1.AddToScheme,
-		devicesv1alpha2.AddToScheme, reliablesyncsv1alpha1.AddToScheme,
-	} {
-		if err := add(s); err != nil {
-			return nil, fmt.Errorf("building scheme: %w", err)
-		}
-	}
-	return s, nil
-}
-
 // StartControlPlane starts etcd and kube-apiserver, installs crds/, and stops everything when the test ends.
 func StartControlPlane(t testing.TB) *ControlPlane {
 	t.Helper()
@@ -75,7 +58,7 @@ func StartControlPlane(t testing.TB) *ControlPlane {
 			t.Fatalf("control plane binary %s missing in %s: run hack/build-tools.sh (or make tools) first", name, bin)
 		}
 	}
-	scheme, err := NewScheme()
+	scheme, err := tetherscheme.New()
 	if err != nil {
 		t.Fatal(err)
 	}
