@@ -2,7 +2,6 @@
 package app
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -43,23 +42,13 @@ working offline, and bridges devices over MQTT.`,
 				return err
 			}
 			logConfig(opts.ConfigFile, cfg)
-			return Run(cmd.Context(), cfg)
+			return Run(cmd.Context(), cfg, WithConfigFile(opts.ConfigFile))
 		},
 	}
 	opts.AddFlags(cmd)
 	cmd.Flags().BoolVar(&showVersion, "version", false, "print the version and exit")
 	configflag.InitRoot(cmd)
 	return cmd
-}
-
-// Run runs edgecore with a loaded, validated config until ctx is cancelled,
-// and returns nil on a clean shutdown. Modules are started here as they are
-// implemented; until then it only waits.
-func Run(ctx context.Context, cfg *v1alpha2.EdgeCore) error {
-	klog.InfoS("edgecore started", "node", cfg.NodeName(), "modules", cfg.EnabledModules())
-	<-ctx.Done()
-	klog.InfoS("edgecore stopping", "reason", context.Cause(ctx))
-	return nil
 }
 
 // logConfig leaves out the token and the MQTT password.

@@ -23,6 +23,8 @@ const (
 	DefaultWebSocketPort   = 10000
 	DefaultHTTPSPort       = 10002
 	DefaultKubeletPort     = 10350
+	// DefaultMetricsAddress is next to the kubelet port, on loopback only.
+	DefaultMetricsAddress = "127.0.0.1:10356"
 
 	DriverSQLite3 = "sqlite3"
 
@@ -43,7 +45,8 @@ func NewDefaultEdgeCore() *EdgeCore {
 			AliasName:  "default",
 			DataSource: DefaultDataSource,
 		},
-		FeatureGates: map[string]bool{},
+		FeatureGates:  map[string]bool{},
+		MetricsServer: &MetricsServer{BindAddress: DefaultMetricsAddress},
 		Modules: &Modules{
 			Edged: &Edged{
 				Enable:                true,

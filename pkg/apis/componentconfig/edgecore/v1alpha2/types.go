@@ -32,6 +32,15 @@ type EdgeCore struct {
 	// FeatureGates is carried for KubeEdge compatibility; Tether defines no
 	// gates yet, so the values are not acted upon.
 	FeatureGates map[string]bool `json:"featureGates,omitempty"`
+	// MetricsServer is a Tether addition: Prometheus metrics (connection
+	// state, queues) on a loopback port.
+	MetricsServer *MetricsServer `json:"metricsServer,omitempty"`
+}
+
+// MetricsServer serves /metrics and /healthz.
+type MetricsServer struct {
+	// BindAddress is host:port; empty disables the server.
+	BindAddress string `json:"bindAddress"`
 }
 
 // Database is edgecore's local metadata store.

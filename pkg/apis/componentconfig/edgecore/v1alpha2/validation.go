@@ -21,6 +21,9 @@ func (c *EdgeCore) Validate() field.ErrorList {
 	if c.Database != nil {
 		errs = append(errs, c.Database.validate(field.NewPath("database"))...)
 	}
+	if c.MetricsServer != nil && c.MetricsServer.BindAddress != "" {
+		errs = append(errs, cfgutil.ListenAddress(field.NewPath("metricsServer", "bindAddress"), c.MetricsServer.BindAddress)...)
+	}
 	p := field.NewPath("modules")
 	errs = append(errs, cfgutil.Required(p, c.Modules)...)
 	if c.Modules == nil {

@@ -1,0 +1,87 @@
+package app
+
+import (
+	"context"
+	"fmt"
+
+	"golang.org/x/sync/errgroup"
+	"k8s.io/klog/v2"
+
+	"github.com/tether-edge/tether/edge/edgehub"
+	"github.com/tether-edge/tether/pkg/apis/componentconfig/edgecore/v1alpha2"
+	"github.com/tether-edge/tether/pkg/beehive"
+	"github.com/tether-edge/tether/pkg/metrics"
+)
+
+// Option adjusts how Run assembles edgecore.
+type Option func(*runOptions)
+
+type runOptions struct {
+	configFile   string
+	extraModules func(*beehive.Bus) []beehive.Module
+	hubOptions   []edgehub.Option
+}
+
+// WithConfigFile names the file cfg came from, so the join token can be erased from it after bootstrap.
+func WithConfigFile(path string) Option { return func(o *runOptions) { o.configFile = path } }
+
+// WithModules registers more modules on edgecore's bus; tests use it to stand in for modules of later stages.
+func WithModules(f func(*beehive.Bus) []beehive.Module) Option {
+	return func(o *runOptions) { o.extraModules = f }
+}
+
+// WithHubOptions passes options to EdgeHub (timings in tests).
+func WithHubOptions(opts ...edgehub.Option) Option {
+	return func(o *runOptions) { o.hubOptions = append(o.hubOptions, opts...) }
+}
+
+// Run runs edgecore with a loaded, validated config until ctx is cancelled, and returns nil on a clean shutdown.
+func Run(ctx context.Context, cfg *v1alpha2.EdgeCore, opts ...Option) error {
+	var o runOptions
+	for _, opt := range opts {
+		opt(&o)
+	}
+	node := cfg.NodeName()
+	bus := beehive.New(beehive.Options{})
+	reg := metrics.NewRegistry()
+
+	hubOpts := append([]edgehub.Option{
+		edgehub.WithRegisterer(reg),
+		edgehub.WithOnBootstrapped(func() {
+			if o.configFile == "" {
+				return
+			}
+			if err := eraseToken(o.configFile); err != nil {
+				klog.ErrorS(err, "Certificates obtained, but the join token is still in the config file")
+				return
+			}
+			klog.InfoS("Certificates obtained; join token erased from the config file", "file", o.configFile)
+		}),
+	}, o.hubOptions...)
+	hub, err := edgehub.New(cfg.Modules.EdgeHub, node, bus, hubOpts...)
+	if err != nil {
+		return fmt.Errorf("edgecore: %w", err)
+	}
+	mods := []beehive.Module{hub}
+	if o.extraModules != nil {
+		mods = append(mods, o.extraModules(bus)...)
+	}
+	for _, m := range mods {
+		if err := bus.Register(m); err != nil {
+			return fmt.Errorf("edgecore: registering module %s: %w", m.Name(), err)
+		}
+	}
+
+	klog.InfoS("edgecore started", "node", node, "modules", cfg.EnabledModules())
+	g, ctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return bus.Run(ctx) })
+	if addr := cfg.MetricsServer.BindAddress; addr != "" {
+		g.Go(func() error { return metrics.Serve(ctx, addr, reg, nil) })
+	}
+	err = g.Wait()
+	klog.InfoS("edgecore stopped", "reason", context.Cause(ctx))
+	if err != nil {
+		return fmt.Errorf("edgecore: %w", err)
+	}
+	return nil
+}
