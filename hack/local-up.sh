@@ -41,7 +41,20 @@ start_daemon() {   # start_daemon NAME CONFIG
   log "$name running (pid $(cat "$LOCAL_DIR/$name.pid")), log: $LOCAL_DIR/logs/$name.log"
 }
 
-write_configs() {
+# join_token waits for cloudcore to publish the join token (what `keadm gettoken` prints).
+join_token() {
+  local i tok
+  for i in $(seq 1 300); do
+    tok=$("$TOOLS_BIN/kubectl" --kubeconfig "$KUBECONFIG_FILE" -n kubeedge get secret tokensecret \
+      -o jsonpath='{.data.tokendata}' 2>/dev/null | base64 -d 2>/dev/null || true)
+    [ -n "$tok" ] && { echo "$tok"; return 0; }
+    alive "$(cat "$LOCAL_DIR/cloudcore.pid")" || break
+    sleep 0.2
+  done
+  tail -n 20 "$LOCAL_DIR/logs/cloudcore.log" >&2; die "cloudcore published no join token"
+}
+
+write_cloud_config() {
   local ca=$LOCAL_DIR/cloud/ca certs=$LOCAL_DIR/cloud/certs
   cat > "$LOCAL_DIR/cloudcore.yaml" <<EOT
 apiVersion: cloudcore.config.kubeedge.io/v1alpha1
@@ -58,6 +71,9 @@ modules:
     websocket: {address: 127.0.0.1, port: 10000}
     https: {address: 127.0.0.1, port: 10002}
 EOT
+}
+
+write_edge_config() {
   local edge=$LOCAL_DIR/edge/$EDGE_NODE
   cat > "$LOCAL_DIR/edgecore.yaml" <<EOT
 apiVersion: edgecore.config.kubeedge.io/v1alpha2
@@ -73,6 +89,7 @@ modules:
     tlsCaFile: $edge/ca/rootCA.crt
     tlsCertFile: $edge/certs/server.crt
     tlsPrivateKeyFile: $edge/certs/server.key
+    token: $1
     websocket: {server: 127.0.0.1:10000}
 EOT
 }
@@ -89,8 +106,9 @@ up() {
   "$CLUSTER" up
   log "installing CRDs"
   "$TOOLS_BIN/kubectl" --kubeconfig "$KUBECONFIG_FILE" apply -f "$TETHER_ROOT/crds/" >/dev/null
-  write_configs
+  write_cloud_config
   start_daemon cloudcore "$LOCAL_DIR/cloudcore.yaml"
+  write_edge_config "$(join_token)"
   start_daemon edgecore "$LOCAL_DIR/edgecore.yaml"
 
   cat <<EOT
@@ -103,6 +121,7 @@ Press Ctrl-C to stop everything (or run 'make local-down' elsewhere).
 EOT
   # Stay in the foreground until interrupted, and notice if a daemon dies.
   while true; do
+    [ -d "$LOCAL_DIR" ] || { log "stopped from elsewhere"; exit 0; }
     for d in cloudcore edgecore; do
       alive "$(cat "$LOCAL_DIR/$d.pid")" || { tail -n 20 "$LOCAL_DIR/logs/$d.log" >&2; log "$d exited; stopping"; down; exit 1; }
     done

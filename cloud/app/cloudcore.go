@@ -2,7 +2,6 @@
 package app
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -52,16 +51,6 @@ devices in sync between the apiserver and the edge.`,
 	cmd.Flags().BoolVar(&showVersion, "version", false, "print the version and exit")
 	configflag.InitRoot(cmd)
 	return cmd
-}
-
-// Run runs cloudcore with a loaded, validated config until ctx is cancelled,
-// and returns nil on a clean shutdown. Modules are started here as they are
-// implemented; until then it only waits.
-func Run(ctx context.Context, cfg *v1alpha1.CloudCore) error {
-	klog.InfoS("cloudcore started", "modules", cfg.EnabledModules())
-	<-ctx.Done()
-	klog.InfoS("cloudcore stopping", "reason", context.Cause(ctx))
-	return nil
 }
 
 func logConfig(path string, cfg *v1alpha1.CloudCore) {

@@ -1,0 +1,138 @@
+package app
+
+import (
+	"context"
+	"crypto/tls"
+	"fmt"
+	"net"
+	"strconv"
+	"time"
+
+	"golang.org/x/sync/errgroup"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/klog/v2"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/tether-edge/tether/cloud/cloudhub"
+	"github.com/tether-edge/tether/cloud/cloudhub/certificate"
+	"github.com/tether-edge/tether/cloud/cloudhub/httpserver"
+	"github.com/tether-edge/tether/cloud/synccontroller"
+	"github.com/tether-edge/tether/pkg/apis/componentconfig/cloudcore/v1alpha1"
+	tetherscheme "github.com/tether-edge/tether/pkg/apis/scheme"
+	"github.com/tether-edge/tether/pkg/beehive"
+	"github.com/tether-edge/tether/pkg/metrics"
+)
+
+// Option adjusts how Run assembles cloudcore.
+type Option func(*runOptions)
+
+type runOptions struct {
+	extraModules func(*beehive.Bus) []beehive.Module
+	syncPeriod   time.Duration
+	hub          func(*cloudhub.Options)
+}
+
+// WithModules registers more modules on cloudcore's bus; tests use it to stand in for modules of later stages.
+func WithModules(f func(*beehive.Bus) []beehive.Module) Option {
+	return func(o *runOptions) { o.extraModules = f }
+}
+
+// WithSyncPeriod overrides SyncController's reconcile period (tests).
+func WithSyncPeriod(d time.Duration) Option { return func(o *runOptions) { o.syncPeriod = d } }
+
+// WithCloudHubOptions adjusts CloudHub's options (timeouts in tests).
+func WithCloudHubOptions(f func(*cloudhub.Options)) Option { return func(o *runOptions) { o.hub = f } }
+
+// Run runs cloudcore with a loaded, validated config until ctx is cancelled, and returns nil on a clean shutdown.
+func Run(ctx context.Context, cfg *v1alpha1.CloudCore, opts ...Option) error {
+	var o runOptions
+	for _, opt := range opts {
+		opt(&o)
+	}
+	rc, err := restConfig(*cfg.KubeAPIConfig)
+	if err != nil {
+		return err
+	}
+	kube, err := kubernetes.NewForConfig(rc)
+	if err != nil {
+		return fmt.Errorf("creating Kubernetes client: %w", err)
+	}
+	scheme, err := tetherscheme.New()
+	if err != nil {
+		return err
+	}
+	// The cache serves the controllers' reads; CloudHub writes ObjectSyncs and must read its own writes, so it
+	// gets a direct client.
+	objCache, err := cache.New(rc, cache.Options{Scheme: scheme})
+	if err != nil {
+		return fmt.Errorf("creating informer cache: %w", err)
+	}
+	direct, err := client.New(rc, client.Options{Scheme: scheme})
+	if err != nil {
+		return fmt.Errorf("creating API client: %w", err)
+	}
+
+	hubCfg := *cfg.Modules.CloudHub
+	bundle, err := certificate.Prepare(ctx, kube, hubCfg, time.Now)
+	if err != nil {
+		return fmt.Errorf("preparing certificates: %w", err)
+	}
+	reg := metrics.NewRegistry()
+	bus := beehive.New(beehive.Options{})
+
+	hubOpts := cloudhub.Options{
+		Config:     hubCfg,
+		Bus:        bus,
+		Client:     direct,
+		TLSConfig:  bundle.ServerTLSConfig(tls.RequireAndVerifyClientCert),
+		Registerer: reg,
+	}
+	if o.hub != nil {
+		o.hub(&hubOpts)
+	}
+	mods := []beehive.Module{
+		cloudhub.New(hubOpts),
+		synccontroller.New(synccontroller.Options{
+			Reader: objCache, Writer: direct, Sender: bus,
+			Period: o.syncPeriod, Enabled: cfg.Modules.SyncController.Enable,
+		}),
+	}
+	if o.extraModules != nil {
+		mods = append(mods, o.extraModules(bus)...)
+	}
+	for _, m := range mods {
+		if err := bus.Register(m); err != nil {
+			return fmt.Errorf("registering module %s: %w", m.Name(), err)
+		}
+	}
+
+	g, ctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return objCache.Start(ctx) })
+	if !objCache.WaitForCacheSync(ctx) {
+		return fmt.Errorf("informer cache did not sync: %w", context.Cause(ctx))
+	}
+	if hubCfg.Enable {
+		g.Go(func() error {
+			return certificate.NewTokenManager(kube, bundle, certificate.TokenRefreshInterval(hubCfg), time.Now).Run(ctx)
+		})
+		if hubCfg.HTTPS.Enable {
+			srv := httpserver.New(httpserver.Options{
+				Address:      net.JoinHostPort(hubCfg.HTTPS.Address, strconv.Itoa(int(hubCfg.HTTPS.Port))),
+				Bundle:       bundle,
+				Kube:         kube,
+				CertValidity: certificate.EdgeCertValidity(hubCfg),
+				Registerer:   reg,
+			})
+			g.Go(func() error { return srv.Run(ctx) })
+		}
+	}
+	if addr := cfg.CommonConfig.MonitorServer.BindAddress; addr != "" {
+		g.Go(func() error { return metrics.Serve(ctx, addr, reg, nil) })
+	}
+	g.Go(func() error { return bus.Run(ctx) })
+	klog.InfoS("cloudcore started", "modules", cfg.EnabledModules())
+	err = g.Wait()
+	klog.InfoS("cloudcore stopped", "reason", context.Cause(ctx))
+	return err
+}
