@@ -21,19 +21,26 @@ type EdgeObject struct {
 	Content         json.RawMessage
 }
 
-// AckingMeta stands in for edge MetaManager in link tests: it keeps the latest state of every resource the cloud
-// delivers and ACKs each message after recording it, as MetaManager ACKs after persisting.
-type AckingMeta struct {
-	bus *beehive.Bus
-
+// EdgeStore is the edge's state in link tests; it outlives edgecore restarts, as MetaManager's database does.
+type EdgeStore struct {
 	mu       sync.Mutex
 	objects  map[string]EdgeObject // by edge resource string
 	received []model.Message
 }
 
+// NewEdgeStore returns an empty store.
+func NewEdgeStore() *EdgeStore { return &EdgeStore{objects: map[string]EdgeObject{}} }
+
+// AckingMeta stands in for edge MetaManager in link tests: it keeps the latest state of every resource the cloud
+// delivers and ACKs each message after recording it, as MetaManager ACKs after persisting.
+type AckingMeta struct {
+	bus   *beehive.Bus
+	store *EdgeStore
+}
+
 // NewAckingMeta returns the stand-in, registered as module metamanager in group meta.
-func NewAckingMeta(bus *beehive.Bus) *AckingMeta {
-	return &AckingMeta{bus: bus, objects: map[string]EdgeObject{}}
+func NewAckingMeta(bus *beehive.Bus, store *EdgeStore) *AckingMeta {
+	return &AckingMeta{bus: bus, store: store}
 }
 
 func (m *AckingMeta) Name() string  { return modules.MetaManager }
@@ -53,7 +60,7 @@ func (m *AckingMeta) Start(ctx context.Context) error {
 		if msg.GetResource() == model.ResourceNodeConnection {
 			continue
 		}
-		m.record(msg)
+		m.store.record(msg)
 		if msg.GetGroup() != model.GroupResource || msg.GetOperation() == model.ResponseOperation {
 			continue
 		}
@@ -64,7 +71,7 @@ func (m *AckingMeta) Start(ctx context.Context) error {
 	}
 }
 
-func (m *AckingMeta) record(msg model.Message) {
+func (m *EdgeStore) record(msg model.Message) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	m.received = append(m.received, msg)
@@ -80,7 +87,7 @@ func (m *AckingMeta) record(msg model.Message) {
 }
 
 // Objects returns a copy of the current edge state.
-func (m *AckingMeta) Objects() map[string]EdgeObject {
+func (m *EdgeStore) Objects() map[string]EdgeObject {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	out := make(map[string]EdgeObject, len(m.objects))
@@ -91,7 +98,7 @@ func (m *AckingMeta) Objects() map[string]EdgeObject {
 }
 
 // Received returns every message delivered so far, in order.
-func (m *AckingMeta) Received() []model.Message {
+func (m *EdgeStore) Received() []model.Message {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	return append([]model.Message(nil), m.received...)
