@@ -40,17 +40,13 @@ func TestPrintConfigs(t *testing.T) {
 	}
 }
 
-func TestRunStopsWithContext(t *testing.T) {
-	path := filepath.Join(t.TempDir(), "cloudcore.yaml")
-	if out, err := run(t, t.Context(), "--defaultconfig"); err != nil {
-		t.Fatal(err)
-	} else if err := os.WriteFile(path, []byte(out), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(t.Context())
-	cancel() // as if SIGTERM arrived right after start
-	if _, err := run(t, ctx, "--config", path); err != nil {
-		t.Errorf("want clean exit, got %v", err)
+// Run itself needs an API server (tested in tests/integration); a broken connection config must be one clear error.
+func TestRunReportsBadKubeConfig(t *testing.T) {
+	cfg := v1alpha1.NewDefaultCloudCore()
+	cfg.KubeAPIConfig.KubeConfig = filepath.Join(t.TempDir(), "absent-kubeconfig")
+	err := Run(t.Context(), cfg)
+	if err == nil || !strings.Contains(err.Error(), cfg.KubeAPIConfig.KubeConfig) {
+		t.Fatalf("Run = %v; want an error naming %s", err, cfg.KubeAPIConfig.KubeConfig)
 	}
 }
 

@@ -2,6 +2,7 @@ package app
 
 import (
 	"context"
+	"errors"
 	"fmt"
 
 	"golang.org/x/sync/errgroup"
@@ -62,7 +63,11 @@ func Run(ctx context.Context, cfg *v1alpha2.EdgeCore, opts ...Option) error {
 	if err != nil {
 		return fmt.Errorf("edgecore: %w", err)
 	}
-	mods := []beehive.Module{hub}
+	// EdgeHub gives up only on errors retrying cannot fix (no credentials, a token for another cloud); edgecore
+	// without its link is useless, so that ends the process with the reason rather than idling.
+	ctx, fail := context.WithCancelCause(ctx)
+	defer fail(nil)
+	mods := []beehive.Module{fatalOnError{Module: hub, fail: fail}}
 	if o.extraModules != nil {
 		mods = append(mods, o.extraModules(bus)...)
 	}
@@ -80,8 +85,35 @@ func Run(ctx context.Context, cfg *v1alpha2.EdgeCore, opts ...Option) error {
 	}
 	err = g.Wait()
 	klog.InfoS("edgecore stopped", "reason", context.Cause(ctx))
+	var fatal *moduleError
+	if errors.As(context.Cause(ctx), &fatal) {
+		return fatal
+	}
 	if err != nil {
 		return fmt.Errorf("edgecore: %w", err)
 	}
 	return nil
+}
+
+// moduleError is a module's reason for giving up.
+type moduleError struct {
+	module string
+	err    error
+}
+
+func (e *moduleError) Error() string { return e.module + ": " + e.err.Error() }
+func (e *moduleError) Unwrap() error { return e.err }
+
+// fatalOnError ends edgecore when the module's Start fails.
+type fatalOnError struct {
+	beehive.Module
+	fail context.CancelCauseFunc
+}
+
+func (f fatalOnError) Start(ctx context.Context) error {
+	err := f.Module.Start(ctx)
+	if err != nil && ctx.Err() == nil {
+		f.fail(&moduleError{module: f.Name(), err: err})
+	}
+	return err
 }
