@@ -72,11 +72,12 @@ func (l *linkEnv) waitConnected(t *testing.T, n int) {
 	})
 }
 
-// sendToEdge plays EdgeController: one downstream message for a ConfigMap.
+// sendToEdge plays EdgeController: one downstream message for a ConfigMap. The bus passes content by reference,
+// so it gets a copy the test can go on changing.
 func (l *linkEnv) sendToEdge(t *testing.T, op string, cm *corev1.ConfigMap) model.Message {
 	t.Helper()
 	msg := model.NewMessage("").BuildRouter(modules.EdgeController, model.GroupResource,
-		"node/"+node+"/"+cm.Namespace+"/configmap/"+cm.Name, op).SetResourceVersion(cm.ResourceVersion).FillBody(cm)
+		"node/"+node+"/"+cm.Namespace+"/configmap/"+cm.Name, op).SetResourceVersion(cm.ResourceVersion).FillBody(cm.DeepCopy())
 	if op == model.DeleteOperation {
 		msg.SetResourceVersion("")
 	}
