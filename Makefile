@@ -29,6 +29,10 @@ deps: ## Install the Debian packages tests and local runs need (only what is mis
 tools: ## Build kube-apiserver, etcd, kubectl, kube-controller-manager, kube-scheduler, controller-gen (cached in _output/tools)
 	hack/build-tools.sh
 
+.PHONY: images
+images: ## Build the pause and testapp images into _output/images (cached; hack/build-images.sh --import SOCK loads them)
+	hack/build-images.sh
+
 .PHONY: generate
 generate: ## Regenerate deepcopy code and CRD manifests from pkg/apis
 	hack/update-codegen.sh
@@ -42,7 +46,7 @@ test-unit: ## Unit tests with the race detector
 	go test -race -count=1 $(GO_TEST_FLAGS) ./...
 
 .PHONY: test-integration
-test-integration: tools ## Integration tests against a real kube-apiserver and etcd
+test-integration: tools images ## Integration tests against a real kube-apiserver, etcd and containerd
 	go test -race -count=1 -tags integration $(GO_TEST_FLAGS) ./tests/...
 
 .PHONY: test

@@ -9,11 +9,17 @@ declare -A PKG_OF=(
   [openssl]=openssl
   [curl]=curl
   [gcc]=gcc
+  # edge pods: a private containerd (hack/local-containerd.sh) with the runc runtime; ctr imports our images
+  [containerd]=containerd
+  [ctr]=containerd
+  [runc]=runc
 )
 
 missing=()
 for cmd in "${!PKG_OF[@]}"; do
-  command -v "$cmd" >/dev/null 2>&1 || missing+=("${PKG_OF[$cmd]}")
+  pkg=${PKG_OF[$cmd]}
+  # one package can provide several commands (containerd, ctr): ask apt for it once
+  command -v "$cmd" >/dev/null 2>&1 || [[ " ${missing[*]} " == *" $pkg "* ]] || missing+=("$pkg")
 done
 [ ${#missing[@]} -eq 0 ] && exit 0
 
@@ -24,5 +30,5 @@ if [ ! -e /usr/sbin/policy-rc.d ]; then
   printf '#!/bin/sh\nexit 101\n' | $SUDO tee /usr/sbin/policy-rc.d >/dev/null; $SUDO chmod +x /usr/sbin/policy-rc.d
 fi
 $SUDO apt-get update -qq || die "apt-get update failed"
-DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null \
+$SUDO env DEBIAN_FRONTEND=noninteractive DEBCONF_NOWARNINGS=yes apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null \
   || die "apt-get install ${missing[*]} failed"
