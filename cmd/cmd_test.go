@@ -223,6 +223,7 @@ kind: EdgeCore
 metricsServer: {bindAddress: ""}
 database: {dataSource: %[1]s/edgecore.db}
 modules:
+  edged: {enable: false}
   edgeHub:
     token: %[2]s
     httpServer: https://127.0.0.1:1

@@ -40,20 +40,6 @@ func TestPrintConfigs(t *testing.T) {
 	}
 }
 
-func TestRunStopsWithContext(t *testing.T) {
-	path := filepath.Join(t.TempDir(), "edgecore.yaml")
-	if out, err := run(t, t.Context(), "--defaultconfig"); err != nil {
-		t.Fatal(err)
-	} else if err := os.WriteFile(path, []byte(out), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(t.Context())
-	cancel() // as if SIGTERM arrived right after start
-	if _, err := run(t, ctx, "--config", path); err != nil {
-		t.Errorf("want clean exit, got %v", err)
-	}
-}
-
 func TestErrors(t *testing.T) {
 	missing := filepath.Join(t.TempDir(), "absent.yaml")
 	tests := []struct {

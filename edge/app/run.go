@@ -8,7 +8,11 @@ import (
 	"golang.org/x/sync/errgroup"
 	"k8s.io/klog/v2"
 
+	"github.com/tether-edge/tether/edge/edged"
+	"github.com/tether-edge/tether/edge/edged/kuberuntime"
 	"github.com/tether-edge/tether/edge/edgehub"
+	"github.com/tether-edge/tether/edge/metamanager"
+	"github.com/tether-edge/tether/edge/metamanager/store"
 	"github.com/tether-edge/tether/pkg/apis/componentconfig/edgecore/v1alpha2"
 	"github.com/tether-edge/tether/pkg/beehive"
 	"github.com/tether-edge/tether/pkg/metrics"
@@ -68,6 +72,27 @@ func Run(ctx context.Context, cfg *v1alpha2.EdgeCore, opts ...Option) error {
 	ctx, fail := context.WithCancelCause(ctx)
 	defer fail(nil)
 	mods := []beehive.Module{fatalOnError{Module: hub, fail: fail}}
+	m := cfg.Modules
+	if m.MetaManager.Enable {
+		st, err := store.Open(ctx, cfg.Database.DataSource)
+		if err != nil {
+			return fmt.Errorf("edgecore: %w", err)
+		}
+		defer st.Close()
+		mm, err := metamanager.New(bus, m.MetaManager, st)
+		if err != nil {
+			return fmt.Errorf("edgecore: %w", err)
+		}
+		mods = append(mods, mm)
+	}
+	if m.Edged.Enable {
+		ed, closeRuntime, err := newEdged(m.Edged, bus)
+		if err != nil {
+			return fmt.Errorf("edgecore: %w", err)
+		}
+		defer closeRuntime()
+		mods = append(mods, ed)
+	}
 	if o.extraModules != nil {
 		mods = append(mods, o.extraModules(bus)...)
 	}
@@ -93,6 +118,34 @@ func Run(ctx context.Context, cfg *v1alpha2.EdgeCore, opts ...Option) error {
 		return fmt.Errorf("edgecore: %w", err)
 	}
 	return nil
+}
+
+// newEdged builds Edged on a CRI runtime; the runtime connects lazily, so containerd may start after edgecore.
+func newEdged(cfg *v1alpha2.Edged, bus *beehive.Bus) (*edged.Edged, func(), error) {
+	k := cfg.TailoredKubeletConfig
+	rt, err := kuberuntime.New(kuberuntime.Options{
+		Endpoint:        k.ContainerRuntimeEndpoint,
+		ImageEndpoint:   k.ImageServiceEndpoint,
+		RootDir:         cfg.RootDirectory,
+		LogDir:          k.PodLogsDir,
+		PodSandboxImage: cfg.PodSandboxImage,
+		CgroupParent:    k.CgroupRoot,
+		NodeIP:          edged.NodeIP(cfg.NodeIP),
+	})
+	if err != nil {
+		return nil, nil, fmt.Errorf("container runtime at %s: %w", k.ContainerRuntimeEndpoint, err)
+	}
+	closeRuntime := func() {
+		if err := rt.Close(); err != nil {
+			klog.ErrorS(err, "Closing the container runtime connection")
+		}
+	}
+	ed, err := edged.New(cfg, bus, rt)
+	if err != nil {
+		closeRuntime()
+		return nil, nil, err
+	}
+	return ed, closeRuntime, nil
 }
 
 // moduleError is a module's reason for giving up.

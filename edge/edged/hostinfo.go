@@ -83,3 +83,11 @@ func detectNodeIP() string {
 	}
 	return ip.String()
 }
+
+// NodeIP is the configured node IP, or the detected one; pods report it as status.hostIP.
+func NodeIP(configured string) string {
+	if configured != "" {
+		return configured
+	}
+	return detectNodeIP()
+}

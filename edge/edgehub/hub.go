@@ -333,7 +333,8 @@ func (h *Hub) setConnected(up bool) {
 // broadcast tells the local modules about the link state. Groups without
 // modules are skipped: edgecore may run with some modules disabled.
 func (h *Hub) broadcast(ctx context.Context, content string) {
-	for _, g := range []string{modules.TwinGroup, modules.MetaGroup, modules.BusGroup, modules.TaskManagerGroup} {
+	// Edged is told too (KubeEdge does not): it holds pod status while offline and flushes it on reconnect.
+	for _, g := range []string{modules.TwinGroup, modules.MetaGroup, modules.BusGroup, modules.TaskManagerGroup, modules.EdgedGroup} {
 		msg := model.NewMessage("").
 			BuildRouter(model.SourceEdgeHub, g, model.ResourceNodeConnection, model.ConnectOperation).
 			FillBody(content)

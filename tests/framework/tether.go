@@ -154,6 +154,9 @@ func NewEdgeConfig(t testing.TB, cloud *Cloud, node, token, dir string) *edgecfg
 	cfg.MetricsServer.BindAddress = ""
 	cfg.Database.DataSource = filepath.Join(dir, "edgecore.db")
 	cfg.Modules.Edged.HostnameOverride = node
+	// Link tests stand in for MetaManager (AckingMeta) and need no container runtime.
+	cfg.Modules.Edged.Enable = false
+	cfg.Modules.MetaManager.Enable = false
 	hub := cfg.Modules.EdgeHub
 	hub.Heartbeat = 2
 	hub.Token = token

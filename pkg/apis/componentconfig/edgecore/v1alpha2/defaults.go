@@ -67,6 +67,8 @@ func NewDefaultEdgeCore() *EdgeCore {
 					NodeStatusUpdateFrequency: metav1.Duration{Duration: 10 * time.Second},
 					MaxPods:                   110,
 					RegisterNode:              true,
+					PodLogsDir:                "/var/log/pods",
+					CgroupRoot:                "/tether-pods",
 				},
 			},
 			EdgeHub: &EdgeHub{
@@ -154,7 +156,7 @@ func acceptedKubeEdgeFields() []string {
 	}
 	// The rest of KubeEdge's TailoredKubeletConfiguration.
 	for _, f := range []string{
-		"allowedUnsafeSysctls", "cgroupRoot", "cgroupsPerQOS", "configMapAndSecretChangeDetectionStrategy",
+		"allowedUnsafeSysctls", "cgroupsPerQOS", "configMapAndSecretChangeDetectionStrategy",
 		"containerLogMaxFiles", "containerLogMaxSize", "containerLogMaxWorkers", "containerLogMonitorInterval",
 		"contentType", "cpuCFSQuota", "cpuCFSQuotaPeriod", "cpuManagerPolicy", "cpuManagerPolicyOptions",
 		"cpuManagerReconcilePeriod", "enableContentionProfiling", "enableControllerAttachDetach",
@@ -167,7 +169,7 @@ func acceptedKubeEdgeFields() []string {
 		"kubeReservedCgroup", "kubeletCgroups", "localStorageCapacityIsolation", "logging",
 		"makeIPTablesUtilChains", "maxOpenFiles", "maxParallelImagePulls", "memoryManagerPolicy", "memorySwap",
 		"memoryThrottlingFactor", "nodeLeaseDurationSeconds", "nodeStatusMaxImages", "nodeStatusReportFrequency",
-		"oomScoreAdj", "podCIDR", "podLogsDir", "podPidsLimit", "podsPerCore", "protectKernelDefaults",
+		"oomScoreAdj", "podCIDR", "podPidsLimit", "podsPerCore", "protectKernelDefaults",
 		"qosReserved", "registerWithTaints", "registryBurst", "registryPullQPS", "reservedMemory",
 		"reservedSystemCPUs", "resolvConf", "runtimeRequestTimeout", "seccompDefault", "serializeImagePulls",
 		"showHiddenMetricsForVersion", "shutdownGracePeriod", "shutdownGracePeriodByPodPriority",

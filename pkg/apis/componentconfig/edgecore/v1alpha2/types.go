@@ -94,6 +94,10 @@ type TailoredKubeletConfig struct {
 	NodeStatusUpdateFrequency metav1.Duration `json:"nodeStatusUpdateFrequency"`
 	MaxPods                   int32           `json:"maxPods"`
 	RegisterNode              bool            `json:"registerNode"`
+	// PodLogsDir holds container logs, {dir}/{namespace}_{name}_{uid}/{container}/{restart}.log.
+	PodLogsDir string `json:"podLogsDir"`
+	// CgroupRoot is the cgroupfs parent of all pods; each pod lives in {root}/pod{uid}.
+	CgroupRoot string `json:"cgroupRoot"`
 }
 
 // EdgeHub is the connection to cloudcore.
