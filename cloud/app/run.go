@@ -17,6 +17,7 @@ import (
 	"github.com/tether-edge/tether/cloud/cloudhub"
 	"github.com/tether-edge/tether/cloud/cloudhub/certificate"
 	"github.com/tether-edge/tether/cloud/cloudhub/httpserver"
+	"github.com/tether-edge/tether/cloud/edgecontroller"
 	"github.com/tether-edge/tether/cloud/synccontroller"
 	"github.com/tether-edge/tether/pkg/apis/componentconfig/cloudcore/v1alpha1"
 	tetherscheme "github.com/tether-edge/tether/pkg/apis/scheme"
@@ -93,6 +94,7 @@ func Run(ctx context.Context, cfg *v1alpha1.CloudCore, opts ...Option) error {
 	}
 	mods := []beehive.Module{
 		cloudhub.New(hubOpts),
+		edgecontroller.New(edgecontroller.Options{Bus: bus, Kube: kube, Config: *cfg.Modules.EdgeController}),
 		synccontroller.New(synccontroller.Options{
 			Reader: objCache, Writer: direct, Sender: bus,
 			Period: o.syncPeriod, Enabled: cfg.Modules.SyncController.Enable,

@@ -78,7 +78,7 @@ func StartCloud(t testing.TB, cfg *cloudcfg.CloudCore, opts ...cloudapp.Option) 
 		cloudapp.WithSyncPeriod(500 * time.Millisecond),
 		cloudapp.WithModules(func(b *beehive.Bus) []beehive.Module {
 			c.Bus = b
-			c.Upstream = NewRecorder(b, modules.EdgeController, modules.EdgeController)
+			c.Upstream = NewRecorder(b, "test-upstream-recorder", modules.EdgeController)
 			once.Do(func() { close(ready) })
 			return []beehive.Module{c.Upstream}
 		}),
@@ -169,6 +169,51 @@ func NewEdgeConfig(t testing.TB, cloud *Cloud, node, token, dir string) *edgecfg
 		t.Fatalf("test edgecore config invalid: %v", errs.ToAggregate())
 	}
 	return cfg
+}
+
+// NewEdgeNodeConfig is a whole edge node: real MetaManager (SQLite in dir) and Edged on ctd's containerd.
+func NewEdgeNodeConfig(t testing.TB, cloud *Cloud, node, token, dir string, ctd *Containerd) *edgecfg.EdgeCore {
+	cfg := NewEdgeConfig(t, cloud, node, token, dir)
+	cfg.Modules.MetaManager.Enable = true
+	e := cfg.Modules.Edged
+	e.Enable = true
+	e.NodeIP = "127.0.0.1"
+	e.RootDirectory = filepath.Join(dir, "kubelet")
+	k := e.TailoredKubeletConfig
+	k.ContainerRuntimeEndpoint = ctd.Endpoint()
+	k.ImageServiceEndpoint = ctd.Endpoint()
+	k.PodLogsDir = filepath.Join(dir, "pod-logs")
+	k.CgroupRoot = ctd.CgroupParent
+	k.NodeStatusUpdateFrequency.Duration = 2 * time.Second
+	if errs := cfg.Validate(); len(errs) > 0 {
+		t.Fatalf("test edge node config invalid: %v", errs.ToAggregate())
+	}
+	return cfg
+}
+
+// StartEdgeNode runs a whole edgecore in-process (no stand-ins) until Stop or the end of the test.
+func StartEdgeNode(t testing.TB, cfg *edgecfg.EdgeCore) *Edge {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	e := &Edge{Config: cfg, cancel: cancel, done: make(chan error, 1)}
+	ready := make(chan struct{})
+	var once sync.Once
+	go func() {
+		e.done <- edgeapp.Run(ctx, cfg,
+			edgeapp.WithHubOptions(edgehub.WithTiming(edgehub.Timing{ReconnectMin: 100 * time.Millisecond, ReconnectMax: time.Second})),
+			edgeapp.WithModules(func(b *beehive.Bus) []beehive.Module {
+				e.Bus = b
+				once.Do(func() { close(ready) })
+				return nil
+			}))
+	}()
+	select {
+	case <-ready:
+	case err := <-e.done:
+		t.Fatalf("edgecore exited during start: %v", err)
+	}
+	t.Cleanup(e.Stop)
+	return e
 }
 
 // StartEdge runs edgecore in-process; store carries the edge's state across restarts.

@@ -1,0 +1,299 @@
+// Package edgecontroller is the cloud half of node and pod management for edge nodes (spec §6).
+//
+// Downstream it watches Nodes labelled node-role.kubernetes.io/edge, the Pods bound to them and the ConfigMaps and
+// Secrets those Pods use, and hands every change to CloudHub addressed to the node concerned. CloudHub's ObjectSync
+// records drop what a node already has, so resending (on connect, on binding) is cheap and is how convergence is
+// guaranteed. Upstream it applies what edges report to the API server and answers their queries, in both protocol
+// generations: KubeEdge v1.7's own agent (nodestatus, podstatus) and v1.2x's bridged kubelet (node, nodepatch,
+// podpatch, lease, ...).
+//
+// The module owns its client-go informers rather than sharing cloudcore's controller-runtime cache: it needs
+// indexes (pods by node and by referenced ConfigMap/Secret), a field-selected pod watch and add/update/delete events
+// with the old object, and owning them ties their goroutines to Start.
+package edgecontroller
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/fields"
+	"k8s.io/client-go/informers"
+	"k8s.io/client-go/kubernetes"
+	corelisters "k8s.io/client-go/listers/core/v1"
+	"k8s.io/client-go/tools/cache"
+	"k8s.io/klog/v2"
+
+	"github.com/tether-edge/tether/pkg/apis/componentconfig/cloudcore/v1alpha1"
+	"github.com/tether-edge/tether/pkg/beehive"
+	"github.com/tether-edge/tether/pkg/beehive/model"
+	"github.com/tether-edge/tether/pkg/modules"
+	"github.com/tether-edge/tether/pkg/resource"
+)
+
+// Defaults.
+const (
+	// DefaultRequestTimeout bounds the API calls made for one edge request. Edges give up after 60 s, so an answer
+	// must leave before that.
+	DefaultRequestTimeout = 30 * time.Second
+	// DefaultNodeUpdateFrequency is KubeEdge's nodeUpdateFrequency.
+	DefaultNodeUpdateFrequency = 10 * time.Second
+	// defaultQueueSize and defaultWorkers apply to request kinds the config does not size.
+	defaultQueueSize = 1024
+	defaultWorkers   = 4
+	// eventBuffer decouples informer callbacks from message sending; informers buffer the rest themselves.
+	eventBuffer = 256
+)
+
+// Options configure the controller.
+type Options struct {
+	// Bus carries messages to CloudHub and holds this module's mailbox.
+	Bus  *beehive.Bus
+	Kube kubernetes.Interface
+	// Config is cloudcore's modules.edgeController: enable, nodeUpdateFrequency (s), buffer and load maps keyed by
+	// KubeEdge's names ("patchNode" / "patchNodeWorkers", ...).
+	Config v1alpha1.EdgeController
+	// RequestTimeout bounds the API calls of one edge request; DefaultRequestTimeout when zero.
+	RequestTimeout time.Duration
+	// Now is the clock for heartbeats and condition transitions; time.Now when nil.
+	Now func() time.Time
+}
+
+// Controller is the edgecontroller module.
+type Controller struct {
+	opts Options
+}
+
+// New returns the edgecontroller module. Everything it runs is created by Start and stopped before Start returns.
+func New(opts Options) *Controller {
+	if opts.RequestTimeout <= 0 {
+		opts.RequestTimeout = DefaultRequestTimeout
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	return &Controller{opts: opts}
+}
+
+func (c *Controller) Name() string  { return modules.EdgeController }
+func (c *Controller) Group() string { return modules.EdgeController }
+func (c *Controller) Enable() bool  { return c.opts.Config.Enable }
+
+// Start runs the informers, the downstream loop and the request workers until ctx is done.
+func (c *Controller) Start(ctx context.Context) error {
+	if c.opts.Bus == nil || c.opts.Kube == nil {
+		return errors.New("edgecontroller: Bus and Kube are required")
+	}
+	return newRun(c.opts).run(ctx)
+}
+
+// run is one Start's worth of state; nothing outlives it.
+type run struct {
+	opts Options
+	freq time.Duration
+
+	factory    informers.SharedInformerFactory // nodes, configmaps, secrets
+	podFactory informers.SharedInformerFactory // pods bound to some node
+	pods       cache.SharedIndexInformer
+	podLister  corelisters.PodLister
+	nodes      corelisters.NodeLister
+	configMaps corelisters.ConfigMapLister
+	secrets    corelisters.SecretLister
+
+	pools map[string]*pool
+	wg    sync.WaitGroup // the downstream loop and the pool workers
+	down  *downstream
+}
+
+func newRun(opts Options) *run {
+	freq := time.Duration(opts.Config.NodeUpdateFrequency) * time.Second
+	if freq <= 0 {
+		freq = DefaultNodeUpdateFrequency
+	}
+	strip := informers.WithTransform(stripManagedFields)
+	r := &run{
+		opts:    opts,
+		freq:    freq,
+		factory: informers.NewSharedInformerFactoryWithOptions(opts.Kube, 0, strip),
+		// Unbound pods are the scheduler's business; not watching them saves memory in big clusters.
+		podFactory: informers.NewSharedInformerFactoryWithOptions(opts.Kube, 0, strip,
+			informers.WithTweakListOptions(func(o *metav1.ListOptions) {
+				o.FieldSelector = fields.OneTermNotEqualSelector("spec.nodeName", "").String()
+			})),
+		pools: make(map[string]*pool),
+	}
+	r.pods = r.podFactory.Core().V1().Pods().Informer()
+	r.podLister = r.podFactory.Core().V1().Pods().Lister()
+	r.nodes = r.factory.Core().V1().Nodes().Lister()
+	r.configMaps = r.factory.Core().V1().ConfigMaps().Lister()
+	r.secrets = r.factory.Core().V1().Secrets().Lister()
+	r.down = newDownstream(r)
+	return r
+}
+
+// managed fields are server bookkeeping: dropping them saves cache memory and edge bandwidth.
+func stripManagedFields(obj any) (any, error) {
+	if a, err := meta.Accessor(obj); err == nil {
+		a.SetManagedFields(nil)
+	}
+	return obj, nil
+}
+
+func (r *run) run(parent context.Context) error {
+	ctx, cancel := context.WithCancel(parent)
+	defer func() {
+		cancel()
+		r.factory.Shutdown()
+		r.podFactory.Shutdown()
+		r.wg.Wait()
+	}()
+
+	if err := r.pods.AddIndexers(podIndexers()); err != nil {
+		return fmt.Errorf("adding pod indexes: %w", err)
+	}
+	if err := r.down.register(ctx); err != nil {
+		return err
+	}
+	r.factory.Start(ctx.Done())
+	r.podFactory.Start(ctx.Done())
+	synced := []cache.InformerSynced{r.pods.HasSynced}
+	for _, inf := range []cache.SharedIndexInformer{
+		r.factory.Core().V1().Nodes().Informer(),
+		r.factory.Core().V1().ConfigMaps().Informer(),
+		r.factory.Core().V1().Secrets().Informer(),
+	} {
+		synced = append(synced, inf.HasSynced)
+	}
+	if !cache.WaitForCacheSync(ctx.Done(), synced...) {
+		if parent.Err() != nil {
+			return nil
+		}
+		return errors.New("edgecontroller: informer caches did not sync")
+	}
+	klog.InfoS("EdgeController caches synced")
+	// Only now: edge-ness and references are read from the listers, which must be complete.
+	r.wg.Go(func() { r.down.loop(ctx) })
+	return r.receiveLoop(ctx)
+}
+
+func (r *run) receiveLoop(ctx context.Context) error {
+	for {
+		msg, err := r.opts.Bus.Receive(ctx, modules.EdgeController)
+		switch {
+		case err == nil:
+			r.dispatch(ctx, msg)
+		case ctx.Err() != nil, errors.Is(err, beehive.ErrStopped):
+			return nil
+		default:
+			return fmt.Errorf("receiving edge messages: %w", err)
+		}
+	}
+}
+
+// dispatch routes one mailbox message. It never waits on the API server: requests go to bounded pools and are
+// refused when their pool is full.
+func (r *run) dispatch(ctx context.Context, msg model.Message) {
+	op := msg.Router.Operation
+	if msg.Router.Source == modules.CloudHub && (op == model.ConnectedOperation || op == model.DisconnectedOperation) {
+		r.connectionEvent(msg)
+		return
+	}
+	req := &request{msg: msg}
+	res, err := resource.ParseCloud(msg.Router.Resource)
+	if err != nil {
+		r.refuse(ctx, req, fmt.Errorf("%w: %w", errBadInput, err))
+		return
+	}
+	req.res = res
+	h, ok := lookup(res.Type, op)
+	if !ok {
+		r.refuse(ctx, req, fmt.Errorf("%w: unsupported operation %q on resource type %q (%s)", errBadInput, op, res.Type, msg.Router.Resource))
+		return
+	}
+	p := r.pool(h.pool)
+	if !p.submit(ctx, func(ctx context.Context) { r.serve(ctx, h, req) }) {
+		r.finish(ctx, h, req, nil, fmt.Errorf("%w: %s queue is full", errBusy, h.pool))
+	}
+}
+
+// refuse answers a message no handler takes, if its sender is likely waiting.
+func (r *run) refuse(ctx context.Context, req *request, err error) {
+	if !expectsReply(req.msg, req.res.Type) {
+		klog.InfoS("Ignoring message from edge", "msg", req.msg.String(), "err", err)
+		return
+	}
+	r.finish(ctx, handler{shape: shapeStatus}, req, nil, err)
+}
+
+// expectsReply guesses whether an edge waits for an answer. header.sync is not reliable (KubeEdge's edgehub clears
+// it on the wire), so request-style operations count too; events are fire-and-forget.
+func expectsReply(msg model.Message, resourceType string) bool {
+	if resourceType == resource.TypeEvent || resourceType == resource.TypeRuleStatus {
+		return false
+	}
+	switch msg.Router.Operation {
+	case model.InsertOperation, model.UpdateOperation, model.PatchOperation, model.DeleteOperation, model.QueryOperation:
+		return true
+	}
+	return msg.Header.Sync
+}
+
+func (r *run) pool(name string) *pool {
+	if p, ok := r.pools[name]; ok {
+		return p
+	}
+	size, workers := defaultQueueSize, defaultWorkers
+	if v, ok := r.opts.Config.Buffer[name]; ok && v > 0 {
+		size = int(v)
+	}
+	if v, ok := r.opts.Config.Load[name+"Workers"]; ok && v > 0 {
+		workers = int(v)
+	}
+	p := newPool(name, size, workers, &r.wg)
+	r.pools[name] = p
+	return p
+}
+
+func (r *run) connectionEvent(msg model.Message) {
+	node, err := resource.NodeID(msg.Router.Resource)
+	if err != nil {
+		klog.InfoS("Ignoring connection event without a node", "msg", msg.String(), "err", err)
+		return
+	}
+	if msg.Router.Operation == model.DisconnectedOperation {
+		klog.V(2).InfoS("Edge node disconnected", "node", node)
+		return
+	}
+	klog.V(2).InfoS("Edge node connected, resyncing it", "node", node)
+	r.down.requestResync(node)
+}
+
+// send hands msg to CloudHub.
+func (r *run) send(ctx context.Context, msg *model.Message) {
+	err := r.opts.Bus.Send(ctx, modules.CloudHub, *msg)
+	switch {
+	case err == nil:
+	case ctx.Err() != nil:
+		klog.V(2).InfoS("Message not sent: shutting down", "msg", msg.String())
+	default:
+		klog.ErrorS(err, "Cannot send message to cloudhub", "msg", msg.String())
+	}
+}
+
+func (r *run) now() time.Time { return r.opts.Now() }
+
+// isEdgeNode reports whether name is a Node carrying the edge role label, per the informer cache.
+func (r *run) isEdgeNode(name string) bool {
+	n, err := r.nodes.Get(name)
+	return err == nil && isEdge(n)
+}
+
+func isEdge(n *corev1.Node) bool {
+	_, ok := n.Labels[EdgeRoleLabel]
+	return ok
+}
