@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -302,4 +303,41 @@ func processRunning(marker string) bool {
 		}
 	}
 	return false
+}
+
+// A Deployment with a nodeSelector for the edge node, scheduled by the real kube-scheduler and expanded by the
+// real kube-controller-manager, runs its replicas on the edge.
+func TestDeploymentReplicasRunOnEdge(t *testing.T) {
+	e, _ := startPodEnv(t)
+	framework.StartKubeControllers(t, e.cp)
+	replicas := int32(2)
+	tmpl := testPod("", nil)
+	tmpl.Spec.NodeName = ""
+	tmpl.Spec.NodeSelector = map[string]string{"kubernetes.io/hostname": node}
+	tmpl.Labels = map[string]string{"app": "web"}
+	dep := &appsv1.Deployment{
+		ObjectMeta: metav1.ObjectMeta{Namespace: "default", Name: "web"},
+		Spec: appsv1.DeploymentSpec{
+			Replicas: &replicas,
+			Selector: &metav1.LabelSelector{MatchLabels: tmpl.Labels},
+			Template: corev1.PodTemplateSpec{ObjectMeta: tmpl.ObjectMeta, Spec: tmpl.Spec},
+		},
+	}
+	dep.Spec.Template.Namespace, dep.Spec.Template.Name = "", ""
+	if err := e.cp.Client.Create(context.Background(), dep); err != nil {
+		t.Fatal(err)
+	}
+	framework.Eventually(t, 90*time.Second, "deployment web available with 2 replicas", func() bool {
+		var d appsv1.Deployment
+		return e.cp.Client.Get(context.Background(), client.ObjectKeyFromObject(dep), &d) == nil && d.Status.AvailableReplicas == replicas
+	})
+	var pods corev1.PodList
+	if err := e.cp.Client.List(context.Background(), &pods, client.InNamespace("default"), client.MatchingLabels{"app": "web"}); err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range pods.Items {
+		if p.Spec.NodeName != node || !running(&p) || len(e.containerIDs(t, p.UID)) != 1 {
+			t.Errorf("pod %s: node %q, phase %s, runtime containers %v", p.Name, p.Spec.NodeName, p.Status.Phase, e.containerIDs(t, p.UID))
+		}
+	}
 }
