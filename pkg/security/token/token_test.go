@@ -146,9 +146,13 @@ func TestVerifyJWTRejects(t *testing.T) {
 	_, expired, _ := Parse(mustCreate(t, caDER, keyDER, time.Minute))
 
 	parts := strings.Split(good, ".")
-	sig := []byte(parts[2])
+	// Flip a bit of the decoded signature: flipping a character could leave invalid base64 and test the parser.
+	sig, err := base64.RawURLEncoding.DecodeString(parts[2])
+	if err != nil {
+		t.Fatal(err)
+	}
 	sig[3] ^= 1
-	tamperedSig := parts[0] + "." + parts[1] + "." + string(sig)
+	tamperedSig := parts[0] + "." + parts[1] + "." + base64.RawURLEncoding.EncodeToString(sig)
 	forgedClaims := parts[0] + "." + base64.RawURLEncoding.EncodeToString([]byte(`{"exp":4102444800}`)) + "." + parts[2]
 
 	exp := jwt.RegisteredClaims{ExpiresAt: jwt.NewNumericDate(testNow.Add(time.Hour))}
