@@ -17,6 +17,7 @@ import (
 	"github.com/tether-edge/tether/cloud/cloudhub"
 	"github.com/tether-edge/tether/cloud/cloudhub/certificate"
 	"github.com/tether-edge/tether/cloud/cloudhub/httpserver"
+	"github.com/tether-edge/tether/cloud/devicecontroller"
 	"github.com/tether-edge/tether/cloud/edgecontroller"
 	"github.com/tether-edge/tether/cloud/synccontroller"
 	"github.com/tether-edge/tether/pkg/apis/componentconfig/cloudcore/v1alpha1"
@@ -69,7 +70,7 @@ func Run(ctx context.Context, cfg *v1alpha1.CloudCore, opts ...Option) error {
 	if err != nil {
 		return fmt.Errorf("creating informer cache: %w", err)
 	}
-	direct, err := client.New(rc, client.Options{Scheme: scheme})
+	direct, err := client.NewWithWatch(rc, client.Options{Scheme: scheme})
 	if err != nil {
 		return fmt.Errorf("creating API client: %w", err)
 	}
@@ -95,6 +96,7 @@ func Run(ctx context.Context, cfg *v1alpha1.CloudCore, opts ...Option) error {
 	mods := []beehive.Module{
 		cloudhub.New(hubOpts),
 		edgecontroller.New(edgecontroller.Options{Bus: bus, Kube: kube, Config: *cfg.Modules.EdgeController}),
+		devicecontroller.New(devicecontroller.Options{Bus: bus, Client: direct, Config: *cfg.Modules.DeviceController}),
 		synccontroller.New(synccontroller.Options{
 			Reader: objCache, Writer: direct, Sender: bus,
 			Period: o.syncPeriod, Enabled: cfg.Modules.SyncController.Enable,

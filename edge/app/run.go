@@ -8,6 +8,7 @@ import (
 	"golang.org/x/sync/errgroup"
 	"k8s.io/klog/v2"
 
+	"github.com/tether-edge/tether/edge/devicetwin"
 	"github.com/tether-edge/tether/edge/edged"
 	"github.com/tether-edge/tether/edge/edged/kuberuntime"
 	"github.com/tether-edge/tether/edge/edgehub"
@@ -84,6 +85,13 @@ func Run(ctx context.Context, cfg *v1alpha2.EdgeCore, opts ...Option) error {
 			return fmt.Errorf("edgecore: %w", err)
 		}
 		mods = append(mods, mm)
+	}
+	if m.DeviceTwin.Enable {
+		dt, err := devicetwin.New(bus, m.DeviceTwin, cfg.Database.DataSource, node)
+		if err != nil {
+			return fmt.Errorf("edgecore: %w", err)
+		}
+		mods = append(mods, dt)
 	}
 	if m.Edged.Enable {
 		ed, closeRuntime, err := newEdged(m.Edged, bus)

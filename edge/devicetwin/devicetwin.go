@@ -1,0 +1,682 @@
+// Package devicetwin is edgecore's DeviceTwin (spec §14): it keeps the
+// devices bound to this node and their twins in SQLite, answers mappers and
+// apps over MQTT (through EventBus), applies the cloud's membership and
+// desired values, and reports actual values and device state to the cloud.
+//
+// Device ids are KubeEdge v1.7's: the device name, so topics read
+// $hw/events/device/{name}/...; v1.23's {namespace}/{name} ids work too.
+//
+// Unlike KubeEdge, reports to the cloud are not dropped while the node is
+// offline: they wait in a persistent outbox, coalesced per property, until
+// the cloud confirms them.
+package devicetwin
+
+import (
+	"bytes"
+	"context"
+	"database/sql"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"maps"
+	"runtime/debug"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/google/uuid"
+	"k8s.io/klog/v2"
+
+	"github.com/tether-edge/tether/pkg/apis/componentconfig/edgecore/v1alpha2"
+	"github.com/tether-edge/tether/pkg/beehive"
+	"github.com/tether-edge/tether/pkg/beehive/model"
+	"github.com/tether-edge/tether/pkg/modules"
+	"github.com/tether-edge/tether/pkg/resource"
+)
+
+// DefaultResendInterval is how long a report may stay unconfirmed before it
+// is sent again, as in KubeEdge.
+const DefaultResendInterval = 60 * time.Second
+
+// MQTT topic parts (spec §13).
+const (
+	topicPrefix       = "$hw/events/"
+	deviceTopicPrefix = "$hw/events/device/"
+	nodeTopicPrefix   = "$hw/events/node/"
+
+	suffixTwinUpdate         = "/twin/update"
+	suffixTwinUpdateResult   = "/twin/update/result"
+	suffixTwinUpdateDocument = "/twin/update/document"
+	suffixTwinUpdateDelta    = "/twin/update/delta"
+	suffixTwinGet            = "/twin/get"
+	suffixTwinGetResult      = "/twin/get/result"
+	suffixStateUpdate        = "/state/update"
+	suffixStateUpdateResult  = "/state/update/result"
+	suffixMembershipGet      = "/membership/get"
+	suffixMembershipGetRes   = "/membership/get/result"
+	suffixMembershipUpdated  = "/membership/updated"
+)
+
+// DeviceTwin is the beehive module "twin" in group "twin".
+type DeviceTwin struct {
+	bus      *beehive.Bus
+	enabled  bool
+	dbPath   string
+	nodeName string
+	resend   time.Duration
+
+	// connected is the link state last announced by EdgeHub. It outlives
+	// Start, so a restarted module does not wait for the next event.
+	connected atomic.Bool
+}
+
+// New returns DeviceTwin for bus, keeping its tables in the SQLite file
+// dbPath (database.dataSource, shared with MetaManager). The database is
+// opened by Start. A nil cfg means enabled.
+func New(bus *beehive.Bus, cfg *v1alpha2.DeviceTwin, dbPath string, nodeName string) (*DeviceTwin, error) {
+	switch {
+	case bus == nil:
+		return nil, errors.New("new devicetwin: nil bus")
+	case dbPath == "":
+		return nil, errors.New("new devicetwin: empty database path")
+	}
+	// The node name is one MQTT topic level and one resource segment.
+	if nodeName == "" || strings.ContainsAny(nodeName, "/+#$ \t\r\n\x00") {
+		return nil, fmt.Errorf("new devicetwin: invalid node name %q", nodeName)
+	}
+	return &DeviceTwin{
+		bus:      bus,
+		enabled:  cfg == nil || cfg.Enable,
+		dbPath:   dbPath,
+		nodeName: nodeName,
+		resend:   DefaultResendInterval,
+	}, nil
+}
+
+// Name implements beehive.Module.
+func (d *DeviceTwin) Name() string { return modules.DeviceTwin }
+
+// Group implements beehive.Module.
+func (d *DeviceTwin) Group() string { return modules.TwinGroup }
+
+// Enable implements beehive.Module.
+func (d *DeviceTwin) Enable() bool { return d.enabled }
+
+// RestartPolicy implements beehive.Restartable: a database that cannot be
+// opened now (a full disk, a lock held too long) may be fine later.
+func (d *DeviceTwin) RestartPolicy() *beehive.RestartPolicy {
+	return &beehive.RestartPolicy{Type: beehive.RestartOnFailure, GrowthRate: 2}
+}
+
+// run is the state of one Start: the database, the cache loaded from it,
+// and the outbox. Only Start's goroutine touches devices.
+type run struct {
+	*DeviceTwin
+	db      *sql.DB
+	devices map[string]*device
+	outbox  *outbox
+}
+
+// Start opens the database, loads the cache, then processes messages one
+// at a time until ctx is done or the bus stops.
+func (d *DeviceTwin) Start(ctx context.Context) error {
+	db, err := openDB(ctx, d.dbPath)
+	if err != nil {
+		return fmt.Errorf("devicetwin: %w", err)
+	}
+	defer func() {
+		if err := db.Close(); err != nil {
+			klog.ErrorS(err, "Cannot close twin database", "file", d.dbPath)
+		}
+	}()
+	devices, err := loadDevices(ctx, db)
+	if err != nil {
+		return fmt.Errorf("devicetwin: %w", err)
+	}
+	ob := newOutbox(d.bus, db, &d.connected, d.resend)
+	if err := ob.load(ctx); err != nil {
+		return fmt.Errorf("devicetwin: %w", err)
+	}
+	klog.InfoS("DeviceTwin started", "devices", len(devices), "pendingReports", ob.len(), "node", d.nodeName)
+	r := &run{DeviceTwin: d, db: db, devices: devices, outbox: ob}
+
+	sendCtx, cancel := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	wg.Go(func() { ob.run(sendCtx) })
+	defer func() {
+		cancel()
+		wg.Wait()
+	}()
+	ob.signal()
+
+	for {
+		msg, err := d.bus.Receive(ctx, d.Name())
+		if err != nil {
+			if ctx.Err() != nil || errors.Is(err, beehive.ErrStopped) {
+				return nil
+			}
+			return fmt.Errorf("devicetwin: %w", err)
+		}
+		r.handle(ctx, msg)
+	}
+}
+
+// handle turns a panic into a log line: one bad message must not stop the
+// module.
+func (r *run) handle(ctx context.Context, msg model.Message) {
+	defer func() {
+		if p := recover(); p != nil {
+			klog.ErrorS(nil, "Recovered panic while processing message", "message", msg.String(),
+				"panic", p, "stack", string(debug.Stack()))
+		}
+	}()
+	klog.V(4).InfoS("Processing message", "message", msg.String())
+	switch {
+	case msg.Router.Resource == model.ResourceNodeConnection && msg.Router.Operation == model.ConnectOperation:
+		r.connection(msg)
+	case msg.Header.ParentID != "":
+		r.confirm(ctx, msg)
+	default:
+		if topic, ok := mqttTopic(msg.Router.Resource); ok {
+			r.mqtt(ctx, topic, msg)
+			return
+		}
+		r.cloud(ctx, msg)
+	}
+}
+
+func (r *run) connection(msg model.Message) {
+	switch msg.Content {
+	case model.ContentCloudConnected:
+		r.connected.Store(true)
+		// What was in flight when the link dropped may never have arrived.
+		r.outbox.requeue()
+	case model.ContentCloudDisconnected:
+		r.connected.Store(false)
+	default:
+		klog.InfoS("Ignoring connection event with unknown content", "message", msg.String(), "content", msg.Content)
+	}
+}
+
+// confirm handles the cloud's answer to a report. Any answer retires it,
+// as in KubeEdge: resending what the cloud refused would not change its mind.
+func (r *run) confirm(ctx context.Context, msg model.Message) {
+	ours, err := r.outbox.confirm(ctx, msg.Header.ParentID)
+	switch {
+	case err != nil && ctx.Err() == nil:
+		klog.ErrorS(err, "Cannot retire confirmed report", "message", msg.String())
+	case err != nil:
+	case !ours:
+		klog.V(4).InfoS("Ignoring response to no pending report", "message", msg.String())
+	case msg.Router.Operation == model.ResponseErrorOperation:
+		klog.InfoS("Cloud refused a report", "message", msg.String(), "content", msg.Content)
+	}
+}
+
+// mqttTopic decodes EventBus's resource, the base64-URL topic (spec §21.10).
+func mqttTopic(res string) (string, bool) {
+	for _, enc := range []*base64.Encoding{base64.URLEncoding, base64.RawURLEncoding} {
+		if b, err := enc.DecodeString(res); err == nil && strings.HasPrefix(string(b), topicPrefix) {
+			return string(b), true
+		}
+	}
+	return "", false
+}
+
+func (r *run) mqtt(ctx context.Context, topic string, msg model.Message) {
+	payload, err := msg.GetContentData()
+	if err != nil {
+		klog.InfoS("Ignoring MQTT message with unreadable content", "topic", topic, "err", err)
+		return
+	}
+	if rest, ok := strings.CutPrefix(topic, deviceTopicPrefix); ok {
+		for _, h := range []struct {
+			suffix string
+			fn     func(context.Context, string, []byte)
+		}{
+			{suffixTwinUpdate, r.twinUpdate},
+			{suffixTwinGet, r.twinGet},
+			{suffixStateUpdate, r.stateUpdate},
+		} {
+			id, ok := strings.CutSuffix(rest, h.suffix)
+			if !ok {
+				continue
+			}
+			// An id we cannot build an answer topic from gets a log line.
+			if err := validateDeviceID(id); err != nil {
+				klog.InfoS("Ignoring MQTT message for an invalid device id", "topic", topic, "err", err)
+				return
+			}
+			h.fn(ctx, id, payload)
+			return
+		}
+	}
+	if rest, ok := strings.CutPrefix(topic, nodeTopicPrefix); ok {
+		if node, ok := strings.CutSuffix(rest, suffixMembershipGet); ok {
+			r.membershipGet(ctx, node, payload)
+			return
+		}
+	}
+	// Lifecycle topics and state/get have no handler, as in KubeEdge.
+	// twin/cloud_updated over MQTT (KubeEdge accepts it) is refused: any
+	// local client could claim a huge cloud version and so lock the cloud
+	// out of the twin for good.
+	klog.V(2).InfoS("Ignoring MQTT message on unhandled topic", "topic", topic)
+}
+
+// cloud handles messages from the cloud's DeviceController.
+func (r *run) cloud(ctx context.Context, msg model.Message) {
+	res := msg.Router.Resource
+	if strings.HasPrefix(res, resource.NodePrefix+resource.Sep) {
+		// CloudHub strips the node; tolerate peers that do not.
+		if _, wire, err := resource.StripNodePrefix(res); err == nil {
+			res = wire
+		}
+	}
+	switch {
+	case res == resource.TypeMembership:
+		r.membership(ctx, msg)
+		return
+	case strings.HasPrefix(res, resource.TypeDevice+resource.Sep):
+		d, err := resource.ParseDevice(res)
+		if err == nil && d.Sub == resource.TypeTwinCloudUpdated {
+			content, err := contentJSON(msg)
+			if err != nil {
+				klog.InfoS("Ignoring cloud twin update with unreadable content", "message", msg.String(), "err", err)
+				return
+			}
+			if err := validateDeviceID(d.ID()); err != nil {
+				klog.InfoS("Ignoring cloud twin update", "message", msg.String(), "err", err)
+				return
+			}
+			r.cloudSync(ctx, d.ID(), content)
+			return
+		}
+	}
+	// membership/detail results, v1beta1 Device objects relayed by
+	// MetaManager and the like are not part of the v1.7 protocol we speak.
+	klog.V(2).InfoS("Ignoring message", "message", msg.String())
+}
+
+// contentJSON returns the JSON of a cloud message's content, undoing the
+// base64 a Go []byte content gets on the wire.
+func contentJSON(msg model.Message) ([]byte, error) {
+	var raw json.RawMessage
+	if err := msg.UnmarshalContent(&raw); err != nil {
+		return nil, err
+	}
+	return raw, nil
+}
+
+func nowMs() int64 { return time.Now().UnixMilli() }
+
+func (r *run) publish(ctx context.Context, topic string, v any) {
+	data, err := json.Marshal(v)
+	if err != nil {
+		klog.ErrorS(err, "Cannot encode MQTT payload", "topic", topic)
+		return
+	}
+	msg := model.NewMessage("").
+		BuildRouter(modules.DeviceTwin, modules.BusGroup, topic, model.PublishOperation).
+		FillBody(string(data))
+	switch err := r.bus.Send(ctx, modules.EventBus, *msg); {
+	case err == nil, ctx.Err() != nil:
+	case errors.Is(err, beehive.ErrUnknownModule):
+		klog.V(2).InfoS("EventBus is not running; not publishing", "topic", topic)
+	default:
+		klog.ErrorS(err, "Cannot publish", "topic", topic)
+	}
+}
+
+func (r *run) publishError(ctx context.Context, topic, eventID string, code int, err error) {
+	klog.V(2).InfoS("Answering request with an error", "topic", topic, "code", code, "err", err)
+	r.publish(ctx, topic, ErrorResult{BaseMessage: BaseMessage{EventID: eventID, Timestamp: nowMs()},
+		Code: code, Reason: err.Error()})
+}
+
+func errUnknownDevice(id string) error { return fmt.Errorf("device %q does not exist", id) }
+
+// twinUpdate handles $hw/events/device/{id}/twin/update from a mapper or app.
+func (r *run) twinUpdate(ctx context.Context, id string, payload []byte) {
+	topic := deviceTopicPrefix + id + suffixTwinUpdateResult
+	var req DeviceTwinUpdate
+	if err := json.Unmarshal(payload, &req); err != nil {
+		r.publishError(ctx, topic, "", CodeBadRequest, fmt.Errorf("malformed twin update: %w", err))
+		return
+	}
+	dev := r.devices[id]
+	if dev == nil {
+		r.publishError(ctx, topic, req.EventID, CodeNotFound, errUnknownDevice(id))
+		return
+	}
+	if req.Twin == nil {
+		r.publishError(ctx, topic, req.EventID, CodeBadRequest, errors.New("twin update has no twin"))
+		return
+	}
+	out, err := applyTwins(id, dev.Twins, req.Twin, dealREST, nowMs())
+	if err != nil {
+		r.publishError(ctx, topic, req.EventID, CodeBadRequest, err)
+		return
+	}
+	if err := r.saveTwins(ctx, dev, out); err != nil {
+		klog.ErrorS(err, "Cannot store twin update", "device", id)
+		r.publishError(ctx, topic, req.EventID, CodeInternal, err)
+		return
+	}
+	r.publish(ctx, topic, DeviceTwinUpdate{BaseMessage: BaseMessage{EventID: req.EventID, Timestamp: nowMs()}, Twin: out.result})
+	r.publishChanges(ctx, dev, req.EventID, out)
+}
+
+// cloudSync applies desired values from the cloud (twin/cloud_updated).
+func (r *run) cloudSync(ctx context.Context, id string, payload []byte) {
+	var req DeviceTwinUpdate
+	if err := json.Unmarshal(payload, &req); err != nil {
+		klog.InfoS("Ignoring malformed cloud twin update", "device", id, "err", err)
+		return
+	}
+	dev := r.devices[id]
+	if dev == nil {
+		klog.InfoS("Ignoring cloud twin update for unknown device", "device", id)
+		return
+	}
+	out, _ := applyTwins(id, dev.Twins, req.Twin, dealSync, nowMs())
+	if out.empty() {
+		return
+	}
+	if err := r.saveTwins(ctx, dev, out); err != nil {
+		// The cloud does not resend; its next change or a restart of the
+		// device controller brings the value again.
+		klog.ErrorS(err, "Cannot store cloud twin update", "device", id)
+		return
+	}
+	r.publishChanges(ctx, dev, req.EventID, out)
+}
+
+// saveTwins writes out's twins and cloud reports in one transaction, then
+// updates the cache.
+func (r *run) saveTwins(ctx context.Context, dev *device, out *twinOutcome) error {
+	entries := r.outbox.prepareTwins(dev.ID, out.toCloud)
+	err := withTx(ctx, r.db, func(tx *sql.Tx) error {
+		for _, k := range slices.Sorted(maps.Keys(out.changed)) {
+			if err := writeTwin(ctx, tx, dev.ID, k, out.changed[k], out.inserted[k]); err != nil {
+				return err
+			}
+		}
+		return r.outbox.write(ctx, tx, entries)
+	})
+	if err != nil {
+		return fmt.Errorf("store twins of device %q: %w", dev.ID, err)
+	}
+	maps.Copy(dev.Twins, out.changed)
+	r.outbox.commit(entries)
+	return nil
+}
+
+// publishChanges tells apps what changed: the document, then the delta.
+func (r *run) publishChanges(ctx context.Context, dev *device, eventID string, out *twinOutcome) {
+	if len(out.document) == 0 {
+		return
+	}
+	r.publish(ctx, deviceTopicPrefix+dev.ID+suffixTwinUpdateDocument,
+		DeviceTwinDocument{BaseMessage: BaseMessage{EventID: eventID, Timestamp: nowMs()}, Twin: out.document})
+	all, d := delta(dev.Twins)
+	if len(d) == 0 {
+		return
+	}
+	r.publish(ctx, deviceTopicPrefix+dev.ID+suffixTwinUpdateDelta,
+		DeviceTwinDelta{BaseMessage: BaseMessage{EventID: uuid.NewString(), Timestamp: nowMs()}, Twin: all, Delta: d})
+}
+
+// readRequest decodes an optional {"event_id","timestamp"} payload.
+func readRequest(payload []byte) (BaseMessage, error) {
+	var req BaseMessage
+	if len(bytes.TrimSpace(payload)) == 0 {
+		return req, nil
+	}
+	if err := json.Unmarshal(payload, &req); err != nil {
+		return req, fmt.Errorf("malformed request: %w", err)
+	}
+	return req, nil
+}
+
+// twinGet handles $hw/events/device/{id}/twin/get.
+func (r *run) twinGet(ctx context.Context, id string, payload []byte) {
+	topic := deviceTopicPrefix + id + suffixTwinGetResult
+	req, err := readRequest(payload)
+	if err != nil {
+		r.publishError(ctx, topic, "", CodeBadRequest, err)
+		return
+	}
+	dev := r.devices[id]
+	if dev == nil {
+		r.publishError(ctx, topic, req.EventID, CodeNotFound, errUnknownDevice(id))
+		return
+	}
+	r.publish(ctx, topic, DeviceTwinUpdate{BaseMessage: BaseMessage{EventID: req.EventID, Timestamp: nowMs()},
+		Twin: liveTwins(dev.Twins)})
+}
+
+func liveTwins(twins map[string]twin) map[string]*MsgTwin {
+	out := map[string]*MsgTwin{}
+	for k, t := range twins {
+		if !t.deleted() {
+			out[k] = t.msg(false)
+		}
+	}
+	return out
+}
+
+// stateUpdate handles $hw/events/device/{id}/state/update.
+func (r *run) stateUpdate(ctx context.Context, id string, payload []byte) {
+	topic := deviceTopicPrefix + id + suffixStateUpdateResult
+	var req DeviceStateUpdate
+	if err := json.Unmarshal(payload, &req); err != nil {
+		r.publishError(ctx, topic, "", CodeBadRequest, fmt.Errorf("malformed state update: %w", err))
+		return
+	}
+	dev := r.devices[id]
+	if dev == nil {
+		r.publishError(ctx, topic, req.EventID, CodeNotFound, errUnknownDevice(id))
+		return
+	}
+	state := strings.ToLower(req.State)
+	online, ok := deviceStates[state]
+	if !ok {
+		r.publishError(ctx, topic, req.EventID, CodeBadRequest,
+			fmt.Errorf("invalid state %q: want online, offline, ok, unknown or unhealthy", req.State))
+		return
+	}
+	now := time.Now()
+	lastOnline := dev.LastOnline
+	if online {
+		lastOnline = now.UTC().Format(time.RFC3339)
+	}
+	result := DeviceStateResult{BaseMessage: BaseMessage{EventID: req.EventID, Timestamp: now.UnixMilli()},
+		Device: DeviceState{Name: dev.Name, State: state, LastOnline: lastOnline}}
+	content, err := json.Marshal(result)
+	if err != nil {
+		r.publishError(ctx, topic, req.EventID, CodeInternal, err)
+		return
+	}
+	entry := r.outbox.prepareState(id, content)
+	err = withTx(ctx, r.db, func(tx *sql.Tx) error {
+		if _, err := tx.ExecContext(ctx, `UPDATE device SET state = ?, last_online = ? WHERE id = ?`,
+			state, lastOnline, id); err != nil {
+			return fmt.Errorf("store state of device %q: %w", id, err)
+		}
+		return r.outbox.write(ctx, tx, []*outboxEntry{entry})
+	})
+	if err != nil {
+		klog.ErrorS(err, "Cannot store device state", "device", id)
+		r.publishError(ctx, topic, req.EventID, CodeInternal, err)
+		return
+	}
+	dev.State, dev.LastOnline = state, lastOnline
+	r.outbox.commit([]*outboxEntry{entry})
+	r.publish(ctx, topic, result)
+}
+
+// membershipGet handles $hw/events/node/{node}/membership/get.
+func (r *run) membershipGet(ctx context.Context, node string, payload []byte) {
+	if node != r.nodeName {
+		klog.V(2).InfoS("Ignoring membership request for another node", "node", node)
+		return
+	}
+	topic := nodeTopicPrefix + node + suffixMembershipGetRes
+	req, err := readRequest(payload)
+	if err != nil {
+		r.publishError(ctx, topic, "", CodeBadRequest, err)
+		return
+	}
+	devs := make([]Device, 0, len(r.devices))
+	for _, id := range slices.Sorted(maps.Keys(r.devices)) {
+		d := r.devices[id]
+		devs = append(devs, Device{ID: d.ID, Name: d.Name, Description: d.Description, State: d.State,
+			LastOnline: d.LastOnline, Attributes: msgAttrs(d.Attrs)})
+	}
+	r.publish(ctx, topic, MembershipGetResult{BaseMessage: BaseMessage{EventID: req.EventID, Timestamp: nowMs()}, Devices: devs})
+}
+
+func msgAttrs(attrs map[string]attr) map[string]*MsgAttr {
+	if len(attrs) == 0 {
+		return nil
+	}
+	out := make(map[string]*MsgAttr, len(attrs))
+	for k, a := range attrs {
+		out[k] = &MsgAttr{Value: a.Value, Optional: ptr(a.Optional), Metadata: &TypeMetadata{Type: a.Type}}
+	}
+	return out
+}
+
+// membership applies the cloud's membership update: devices bound to or
+// unbound from this node.
+func (r *run) membership(ctx context.Context, msg model.Message) {
+	var mu MembershipUpdate
+	if err := msg.UnmarshalContent(&mu); err != nil {
+		klog.InfoS("Ignoring malformed membership update", "message", msg.String(), "err", err)
+		return
+	}
+	published := MembershipUpdate{BaseMessage: BaseMessage{EventID: mu.EventID, Timestamp: nowMs()},
+		AddDevices: []Device{}, RemoveDevices: []Device{}}
+	for _, d := range mu.AddDevices {
+		if dev, ok := r.addDevice(ctx, mu.EventID, d); ok {
+			published.AddDevices = append(published.AddDevices, dev)
+		}
+	}
+	for _, d := range mu.RemoveDevices {
+		if dev, ok := r.removeDevice(ctx, d); ok {
+			published.RemoveDevices = append(published.RemoveDevices, dev)
+		}
+	}
+	if len(published.AddDevices)+len(published.RemoveDevices) == 0 {
+		return
+	}
+	r.publish(ctx, nodeTopicPrefix+r.nodeName+suffixMembershipUpdated, published)
+}
+
+func deviceID(d Device) string {
+	if d.ID != "" {
+		return d.ID
+	}
+	return d.Name
+}
+
+// addDevice stores a device added to this node, or applies its twins and
+// attributes with cloud semantics if it is known, and returns it as apps
+// see it.
+func (r *run) addDevice(ctx context.Context, eventID string, d Device) (Device, bool) {
+	id := deviceID(d)
+	if err := validateDeviceID(id); err != nil {
+		klog.InfoS("Ignoring added device", "err", err)
+		return Device{}, false
+	}
+	old := r.devices[id]
+	dev := &device{ID: id, Name: d.Name, Description: d.Description, State: d.State,
+		Attrs: map[string]attr{}, Twins: map[string]twin{}}
+	if old != nil {
+		dev.State, dev.LastOnline = old.State, old.LastOnline
+		dev.Attrs, dev.Twins = maps.Clone(old.Attrs), maps.Clone(old.Twins)
+	}
+	if dev.Name == "" {
+		dev.Name = id
+	}
+	changedAttrs := map[string]attr{}
+	for name, a := range d.Attributes {
+		if a == nil {
+			continue
+		}
+		if err := validateKey(name); err != nil {
+			klog.InfoS("Ignoring attribute of added device", "device", id, "err", err)
+			continue
+		}
+		na := attr{Value: a.Value, Optional: a.Optional == nil || *a.Optional, Type: TypeString, Metadata: "{}"}
+		if a.Metadata != nil && a.Metadata.Type != "" {
+			na.Type = a.Metadata.Type
+		}
+		if prev, ok := dev.Attrs[name]; ok {
+			na.Description = prev.Description
+		}
+		if dev.Attrs[name] != na {
+			changedAttrs[name] = na
+			dev.Attrs[name] = na
+		}
+	}
+	out, _ := applyTwins(id, dev.Twins, d.Twin, dealSync, nowMs())
+	entries := r.outbox.prepareTwins(id, out.toCloud)
+	err := withTx(ctx, r.db, func(tx *sql.Tx) error {
+		if old == nil || old.Name != dev.Name || old.Description != dev.Description {
+			if err := insertDevice(ctx, tx, dev); err != nil {
+				return err
+			}
+		}
+		for _, k := range slices.Sorted(maps.Keys(changedAttrs)) {
+			if err := writeAttr(ctx, tx, id, k, changedAttrs[k]); err != nil {
+				return err
+			}
+		}
+		for _, k := range slices.Sorted(maps.Keys(out.changed)) {
+			if err := writeTwin(ctx, tx, id, k, out.changed[k], out.inserted[k]); err != nil {
+				return err
+			}
+		}
+		return r.outbox.write(ctx, tx, entries)
+	})
+	if err != nil {
+		klog.ErrorS(err, "Cannot store added device", "device", id)
+		return Device{}, false
+	}
+	maps.Copy(dev.Twins, out.changed)
+	r.devices[id] = dev
+	r.outbox.commit(entries)
+	if old != nil {
+		r.publishChanges(ctx, dev, eventID, out)
+	} else {
+		klog.InfoS("Device added", "device", id, "twins", len(dev.Twins))
+	}
+	twins := make(map[string]*MsgTwin, len(dev.Twins))
+	for k, t := range dev.Twins {
+		twins[k] = t.docState()
+	}
+	return Device{ID: id, Name: dev.Name, Description: dev.Description, State: dev.State,
+		LastOnline: dev.LastOnline, Attributes: msgAttrs(dev.Attrs), Twin: twins}, true
+}
+
+func (r *run) removeDevice(ctx context.Context, d Device) (Device, bool) {
+	id := deviceID(d)
+	dev := r.devices[id]
+	if dev == nil {
+		klog.V(2).InfoS("Ignoring removal of unknown device", "device", id)
+		return Device{}, false
+	}
+	if err := withTx(ctx, r.db, func(tx *sql.Tx) error { return deleteDevice(ctx, tx, id) }); err != nil {
+		klog.ErrorS(err, "Cannot remove device", "device", id)
+		return Device{}, false
+	}
+	delete(r.devices, id)
+	r.outbox.forgetDevice(id)
+	klog.InfoS("Device removed", "device", id)
+	return Device{ID: id, Name: dev.Name, Description: dev.Description}, true
+}
