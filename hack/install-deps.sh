@@ -13,6 +13,7 @@ declare -A PKG_OF=(
   [containerd]=containerd
   [ctr]=containerd
   [runc]=runc
+  [mosquitto]=mosquitto [mosquitto_pub]=mosquitto-clients [mosquitto_sub]=mosquitto-clients  # MQTT broker for eventbus tests
 )
 
 missing=()

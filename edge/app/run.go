@@ -12,8 +12,10 @@ import (
 	"github.com/tether-edge/tether/edge/edged"
 	"github.com/tether-edge/tether/edge/edged/kuberuntime"
 	"github.com/tether-edge/tether/edge/edgehub"
+	"github.com/tether-edge/tether/edge/eventbus"
 	"github.com/tether-edge/tether/edge/metamanager"
 	"github.com/tether-edge/tether/edge/metamanager/store"
+	"github.com/tether-edge/tether/edge/servicebus"
 	"github.com/tether-edge/tether/pkg/apis/componentconfig/edgecore/v1alpha2"
 	"github.com/tether-edge/tether/pkg/beehive"
 	"github.com/tether-edge/tether/pkg/metrics"
@@ -92,6 +94,20 @@ func Run(ctx context.Context, cfg *v1alpha2.EdgeCore, opts ...Option) error {
 			return fmt.Errorf("edgecore: %w", err)
 		}
 		mods = append(mods, dt)
+	}
+	if m.EventBus.Enable {
+		eb, err := eventbus.New(bus, m.EventBus, cfg.Database.DataSource, node)
+		if err != nil {
+			return fmt.Errorf("edgecore: %w", err)
+		}
+		mods = append(mods, eb)
+	}
+	if m.ServiceBus.Enable {
+		sb, err := servicebus.New(bus, m.ServiceBus, servicebus.WithDatabase(cfg.Database.DataSource))
+		if err != nil {
+			return fmt.Errorf("edgecore: %w", err)
+		}
+		mods = append(mods, sb)
 	}
 	if m.Edged.Enable {
 		ed, closeRuntime, err := newEdged(m.Edged, bus)

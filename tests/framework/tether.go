@@ -154,9 +154,11 @@ func NewEdgeConfig(t testing.TB, cloud *Cloud, node, token, dir string) *edgecfg
 	cfg.MetricsServer.BindAddress = ""
 	cfg.Database.DataSource = filepath.Join(dir, "edgecore.db")
 	cfg.Modules.Edged.HostnameOverride = node
-	// Link tests stand in for MetaManager (AckingMeta) and need no container runtime.
+	// Link tests stand in for MetaManager (AckingMeta) and need no container runtime or broker; tests that
+	// want them turn them on.
 	cfg.Modules.Edged.Enable = false
 	cfg.Modules.MetaManager.Enable = false
+	cfg.Modules.EventBus.Enable = false
 	hub := cfg.Modules.EdgeHub
 	hub.Heartbeat = 2
 	hub.Token = token
