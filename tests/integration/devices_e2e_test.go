@@ -115,7 +115,9 @@ func (e *deviceEnv) waitMessage(t *testing.T, topic string, match func(string) b
 	return got
 }
 
-func contains(s string) func(string) bool { return func(p string) bool { return strings.Contains(p, s) } }
+func contains(s string) func(string) bool {
+	return func(p string) bool { return strings.Contains(p, s) }
+}
 
 func (e *deviceEnv) applySeed(t *testing.T) {
 	t.Helper()
