@@ -49,6 +49,10 @@ test-unit: ## Unit tests with the race detector
 test-integration: tools images ## Integration tests against a real kube-apiserver, etcd and containerd
 	go test -race -count=1 -tags integration $(GO_TEST_FLAGS) ./tests/...
 
+.PHONY: perf
+perf: tools images ## Scripted measurements (pod start-up, edgecore footprint, reboot recovery, device latency); numbers in _output/perf
+	go test -tags perf -count=1 -v -timeout 30m ./tests/perf/
+
 .PHONY: test
 test: deps tools verify test-unit test-integration ## Everything CI runs: installs what is missing, then all tests
 
