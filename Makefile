@@ -6,7 +6,8 @@ OUT        := _output
 BIN_DIR    := $(OUT)/local/bin
 VERSION    ?= $(shell git describe --tags --match 'v*' --dirty 2>/dev/null || echo v0.1.0-dev+$(COMMIT))
 COMMIT     ?= $(shell git rev-parse --short HEAD 2>/dev/null || echo unknown)
-BUILD_DATE ?= $(shell date -u +%Y-%m-%dT%H:%M:%SZ)
+# The commit date, not now: a changing date would relink every binary on every make.
+BUILD_DATE ?= $(shell git log -1 --format=%cI 2>/dev/null || echo unknown)
 LDFLAGS    := -s -w -X github.com/tether-edge/tether/pkg/version.gitVersion=$(VERSION) \
               -X github.com/tether-edge/tether/pkg/version.gitCommit=$(COMMIT) \
               -X github.com/tether-edge/tether/pkg/version.buildDate=$(BUILD_DATE)
