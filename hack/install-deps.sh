@@ -14,6 +14,7 @@ declare -A PKG_OF=(
   [ctr]=containerd
   [runc]=runc
   [mosquitto]=mosquitto [mosquitto_pub]=mosquitto-clients [mosquitto_sub]=mosquitto-clients  # MQTT broker for eventbus tests
+  [systemd-analyze]=systemd  # checks the unit files keadm installs
 )
 
 missing=()

@@ -17,7 +17,7 @@ func TestKeadm(t *testing.T) {
 		{[]string{"version"}, "keadm " + version.Get().String() + "\n", ""},
 		{nil, "Usage:", ""},
 		{[]string{"--bogus"}, "", "unknown flag: --bogus"},
-		{[]string{"join"}, "", `unknown command "join" for "keadm"`},
+		{[]string{"joni"}, "", `unknown command "joni" for "keadm"`},
 	}
 	for _, tt := range tests {
 		t.Run(strings.Join(tt.args, " "), func(t *testing.T) {
