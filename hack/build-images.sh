@@ -16,10 +16,14 @@ ARCH=${ARCH:-}   # GOARCH of the images; default: the Go toolchain's
 # imported name, containerd's sandbox_image (hack/local-containerd.sh) and edgecore's default are one image.
 PAUSE_IMAGE=${PAUSE_IMAGE:-docker.io/tether/pause:3.10}
 TESTAPP_IMAGE=${TESTAPP_IMAGE:-docker.io/tether/testapp:v1}
+COUNTER_WEB_IMAGE=${COUNTER_WEB_IMAGE:-docker.io/tether/web-controller-app:v1}
+COUNTER_MAPPER_IMAGE=${COUNTER_MAPPER_IMAGE:-docker.io/tether/counter-mapper:v1}
 # image name -> Go package and reference
-declare -A PKG_OF=([pause]=./build/images/pause [testapp]=./build/images/testapp)
-declare -A REF_OF=([pause]=$PAUSE_IMAGE [testapp]=$TESTAPP_IMAGE)
-IMAGES=(pause testapp)
+declare -A PKG_OF=([pause]=./build/images/pause [testapp]=./build/images/testapp
+  [web-controller-app]=./examples/counter-demo/web-controller-app [counter-mapper]=./examples/counter-demo/counter-mapper)
+declare -A REF_OF=([pause]=$PAUSE_IMAGE [testapp]=$TESTAPP_IMAGE
+  [web-controller-app]=$COUNTER_WEB_IMAGE [counter-mapper]=$COUNTER_MAPPER_IMAGE)
+IMAGES=(pause testapp web-controller-app counter-mapper)
 
 need_go() { command -v go >/dev/null || die "go is missing: install the Go toolchain (go.mod names the version)"; }
 
