@@ -50,6 +50,15 @@ test-unit: ## Unit tests with the race detector
 test-integration: tools images ## Integration tests against a real kube-apiserver, etcd and containerd
 	go test -race -count=1 -tags integration $(GO_TEST_FLAGS) ./tests/...
 
+.PHONY: crossbuild release test-cross
+crossbuild: deps ## Static cgo builds for linux/amd64, arm64, arm (GOARM=7) into _output/cross (ARCHES="arm64" for fewer)
+	hack/crossbuild.sh $(ARCHES)
+release: deps ## Reproducible release tarballs and SHA256SUMS in _output/release
+	hack/release.sh $(ARCHES)
+test-cross: deps ## Run the arm64 edgecore and keadm under qemu-user (a cold arm64 build takes ~8 minutes)
+	hack/crossbuild.sh arm64
+	go test -count=1 -tags integration,crossbuild -run TestCrossBuiltBinariesRun ./tests/integration/
+
 .PHONY: perf
 perf: tools images ## Scripted measurements (pod start-up, edgecore footprint, reboot recovery, device latency); numbers in _output/perf
 	go test -tags perf -count=1 -v -timeout 30m ./tests/perf/
