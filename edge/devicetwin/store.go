@@ -6,20 +6,11 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"net/url"
-	"os"
-	"path/filepath"
-	"strconv"
-	"time"
 
-	// Registers the "sqlite3" database/sql driver.
-	_ "github.com/mattn/go-sqlite3"
 	"k8s.io/klog/v2"
-)
 
-// busyTimeout matches MetaManager's store: both write the same file, and
-// BEGIN IMMEDIATE plus this wait turns contention into queueing.
-const busyTimeout = 5 * time.Second
+	"github.com/tether-edge/tether/pkg/sqlitedb"
+)
 
 // The tables are KubeEdge's (spec §11.1), so an edgecore.db written by
 // KubeEdge keeps its devices; the outbox is ours.
@@ -61,32 +52,13 @@ type attr struct {
 	Metadata    string
 }
 
-// openDB opens path with the pragmas MetaManager uses and one connection:
-// every statement of this module runs on its own goroutine anyway.
+// openDB opens the shared file with one connection: every statement of this module runs on its own goroutine
+// anyway.
 func openDB(ctx context.Context, path string) (*sql.DB, error) {
-	abs, err := filepath.Abs(path)
+	db, _, err := sqlitedb.OpenWriter(path, nil)
 	if err != nil {
-		return nil, fmt.Errorf("open twin database %q: %w", path, err)
+		return nil, fmt.Errorf("open twin database: %w", err)
 	}
-	if err := os.MkdirAll(filepath.Dir(abs), 0o750); err != nil {
-		return nil, fmt.Errorf("open twin database %q: %w", path, err)
-	}
-	params := url.Values{
-		"_busy_timeout": {strconv.FormatInt(busyTimeout.Milliseconds(), 10)},
-		"_journal_mode": {"WAL"},
-		"_synchronous":  {"NORMAL"},
-		"_txlock":       {"immediate"},
-	}
-	// A file: URI passes any path, even one with '?' or '#', intact.
-	dsn := (&url.URL{Scheme: "file", Path: abs}).String() + "?" + params.Encode()
-	db, err := sql.Open("sqlite3", dsn)
-	if err != nil {
-		return nil, fmt.Errorf("open twin database %q: %w", path, err)
-	}
-	db.SetMaxOpenConns(1)
-	db.SetMaxIdleConns(1)
-	db.SetConnMaxLifetime(0)
-	db.SetConnMaxIdleTime(0)
 	for _, stmt := range schema {
 		if _, err := db.ExecContext(ctx, stmt); err != nil {
 			_ = db.Close()

@@ -37,6 +37,7 @@ import (
 	"github.com/tether-edge/tether/pkg/beehive"
 	"github.com/tether-edge/tether/pkg/beehive/model"
 	"github.com/tether-edge/tether/pkg/modules"
+	"github.com/tether-edge/tether/pkg/sqlitedb"
 )
 
 const (
@@ -162,7 +163,7 @@ func (e *EventBus) usesExternal() bool { return e.mode != v1alpha2.MQTTModeInter
 // session is the state of one Start call; a restarted module starts afresh.
 type session struct {
 	eb    *EventBus
-	store *topicStore
+	store *sqlitedb.StringSet
 	in    chan inbound
 	// dropped counts received messages lost to a full inbound queue.
 	dropped atomic.Int64
@@ -192,7 +193,7 @@ func (e *EventBus) Start(ctx context.Context) error {
 	}
 	// Run in reverse: goroutines stop before the database closes.
 	defer func() {
-		if err := store.close(); err != nil {
+		if err := store.Close(); err != nil {
 			klog.ErrorS(err, "Closing eventbus database")
 		}
 	}()
@@ -202,7 +203,7 @@ func (e *EventBus) Start(ctx context.Context) error {
 		klog.InfoS("Event bus has no database: dynamic subscriptions will not survive a restart")
 	}
 
-	saved, err := store.list(ctx)
+	saved, err := store.List(ctx)
 	if err != nil {
 		return fmt.Errorf("start eventbus: %w", err)
 	}
@@ -391,7 +392,7 @@ func (s *session) subscribe(ctx context.Context, filter string) error {
 		return fmt.Errorf("subscribe to %q: %w", filter, err)
 	}
 	// Saved first: if the broker is down, the next connect subscribes it.
-	if err := s.store.add(ctx, filter); err != nil {
+	if err := s.store.Add(ctx, filter); err != nil {
 		return err
 	}
 	s.mu.Lock()
@@ -416,7 +417,7 @@ func (s *session) unsubscribe(ctx context.Context, filter string) error {
 	if err := validTopicFilter(filter); err != nil {
 		return fmt.Errorf("unsubscribe from %q: %w", filter, err)
 	}
-	if err := s.store.remove(ctx, filter); err != nil {
+	if err := s.store.Remove(ctx, filter); err != nil {
 		return err
 	}
 	s.mu.Lock()
@@ -502,4 +503,10 @@ func loadTLS(t *v1alpha2.EventBusTLS) (*tls.Config, error) {
 		c.Certificates = []tls.Certificate{cert}
 	}
 	return c, nil
+}
+
+// openTopicStore keeps dynamic subscriptions in KubeEdge's sub_topics table, so an existing edgecore.db keeps its
+// subscriptions. With no path it is nil and subscriptions last until the module stops.
+func openTopicStore(ctx context.Context, path string) (*sqlitedb.StringSet, error) {
+	return sqlitedb.OpenStringSet(ctx, path, "sub_topics", "topic", "subscription")
 }

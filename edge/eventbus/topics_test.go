@@ -21,6 +21,7 @@ import (
 	"github.com/tether-edge/tether/pkg/beehive"
 	"github.com/tether-edge/tether/pkg/beehive/model"
 	"github.com/tether-edge/tether/pkg/modules"
+	"github.com/tether-edge/tether/pkg/sqlitedb"
 )
 
 func TestRoute(t *testing.T) {
@@ -270,7 +271,7 @@ func TestHandleBadMessages(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer func() { _ = store.close() }()
+	defer func() { _ = store.Close() }()
 	e := &EventBus{nodeName: "edge-1"}
 	// No broker at all: publish is validated, then goes nowhere.
 	s := &session{eb: e, store: store, dynamic: map[string]bool{}}
@@ -292,7 +293,7 @@ func TestHandleBadMessages(t *testing.T) {
 	for _, m := range msgs {
 		s.handle(ctx, m)
 	}
-	saved, err := store.list(ctx)
+	saved, err := store.List(ctx)
 	if err != nil || len(saved) != 0 {
 		t.Fatalf("saved subscriptions = %q, %v; want none", saved, err)
 	}
@@ -314,27 +315,27 @@ func TestTopicStore(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, topic := range []string{"b/#", "a/+", "b/#"} {
-		if err := s.add(ctx, topic); err != nil {
+		if err := s.Add(ctx, topic); err != nil {
 			t.Fatal(err)
 		}
 	}
-	if err := s.remove(ctx, "a/+"); err != nil {
+	if err := s.Remove(ctx, "a/+"); err != nil {
 		t.Fatal(err)
 	}
-	if err := s.close(); err != nil {
+	if err := s.Close(); err != nil {
 		t.Fatal(err)
 	}
 	s, err = openTopicStore(ctx, path)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer func() { _ = s.close() }()
-	got, err := s.list(ctx)
+	defer func() { _ = s.Close() }()
+	got, err := s.List(ctx)
 	if err != nil || !slices.Equal(got, []string{"b/#"}) {
 		t.Fatalf("list after reopen = %q, %v; want [b/#]", got, err)
 	}
-	var none *topicStore
-	if err := none.add(ctx, "x"); err != nil {
+	var none *sqlitedb.StringSet
+	if err := none.Add(ctx, "x"); err != nil {
 		t.Fatalf("nil store add: %v", err)
 	}
 }

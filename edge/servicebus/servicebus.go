@@ -33,6 +33,7 @@ import (
 	"github.com/tether-edge/tether/pkg/beehive"
 	"github.com/tether-edge/tether/pkg/beehive/model"
 	"github.com/tether-edge/tether/pkg/modules"
+	"github.com/tether-edge/tether/pkg/sqlitedb"
 )
 
 const (
@@ -160,16 +161,16 @@ func (sb *ServiceBus) Addr() string { return sb.addr }
 
 // Start runs the module until ctx ends.
 func (sb *ServiceBus) Start(ctx context.Context) error {
-	store, err := openURLStore(ctx, sb.dbPath)
+	store, err := sqlitedb.OpenStringSet(ctx, sb.dbPath, "target_urls", "url", "target url")
 	if err != nil {
 		return fmt.Errorf("start servicebus: %w", err)
 	}
 	defer func() {
-		if err := store.close(); err != nil {
+		if err := store.Close(); err != nil {
 			klog.ErrorS(err, "Closing servicebus database")
 		}
 	}()
-	saved, err := store.list(ctx)
+	saved, err := store.List(ctx)
 	if err != nil {
 		return fmt.Errorf("start servicebus: %w", err)
 	}
@@ -203,7 +204,7 @@ func (sb *ServiceBus) Start(ctx context.Context) error {
 				klog.InfoS("Ignoring bad allow-list entry", "msg", msg.String(), "err", err)
 				continue
 			}
-			if err := store.add(ctx, res); err != nil {
+			if err := store.Add(ctx, res); err != nil {
 				klog.ErrorS(err, "Allow-listing only until restart")
 			}
 			if sb.allow.add(res) {
@@ -211,7 +212,7 @@ func (sb *ServiceBus) Start(ctx context.Context) error {
 			}
 			srv.start(ctx)
 		case model.StopOperation:
-			if err := store.remove(ctx, res); err != nil {
+			if err := store.Remove(ctx, res); err != nil {
 				klog.ErrorS(err, "Cannot remove target from the database")
 			}
 			sb.allow.remove(res)

@@ -15,24 +15,16 @@ import (
 	"errors"
 	"fmt"
 	"net/url"
-	"os"
-	"path/filepath"
 	"strconv"
 	"strings"
-	"time"
 
-	// Registers the "sqlite3" database/sql driver.
-	_ "github.com/mattn/go-sqlite3"
 	"k8s.io/klog/v2"
+
+	"github.com/tether-edge/tether/pkg/sqlitedb"
 )
 
-const (
-	driverName = "sqlite3"
-	// busyTimeout bounds how long a statement waits for another process
-	// (keadm debug, a twin store on the same file) to release the database.
-	busyTimeout = 5 * time.Second
-	readers     = 4
-)
+// readers is the size of the read-only pool beside the one writer.
+const readers = 4
 
 // ErrNotFound is returned by Get when no row has the key.
 var ErrNotFound = errors.New("meta not found")
@@ -82,30 +74,10 @@ func Open(ctx context.Context, path string) (*Store, error) {
 	if path == "" {
 		return nil, errors.New("open meta store: empty data source")
 	}
-	abs, err := filepath.Abs(path)
+	w, abs, err := sqlitedb.OpenWriter(path, url.Values{"_foreign_keys": {"0"}})
 	if err != nil {
-		return nil, fmt.Errorf("open meta store %q: %w", path, err)
+		return nil, fmt.Errorf("open meta store: %w", err)
 	}
-	if err := os.MkdirAll(filepath.Dir(abs), 0o750); err != nil {
-		return nil, fmt.Errorf("open meta store %q: %w", path, err)
-	}
-	ms := strconv.FormatInt(busyTimeout.Milliseconds(), 10)
-	w, err := sql.Open(driverName, dsn(abs, url.Values{
-		"_busy_timeout": {ms},
-		"_journal_mode": {"WAL"},
-		"_synchronous":  {"NORMAL"},
-		"_foreign_keys": {"0"},
-		// BEGIN IMMEDIATE takes the write lock up front, so a transaction
-		// never has to upgrade a read lock and fail with SQLITE_BUSY.
-		"_txlock": {"immediate"},
-	}))
-	if err != nil {
-		return nil, fmt.Errorf("open meta store %q: %w", path, err)
-	}
-	w.SetMaxOpenConns(1)
-	w.SetMaxIdleConns(1)
-	w.SetConnMaxLifetime(0)
-	w.SetConnMaxIdleTime(0)
 	s := &Store{path: abs, w: w}
 	// The schema must exist, and the file must be in WAL mode, before any
 	// reader connects.
@@ -113,8 +85,8 @@ func Open(ctx context.Context, path string) (*Store, error) {
 		_ = w.Close()
 		return nil, fmt.Errorf("open meta store %q: %w", path, err)
 	}
-	r, err := sql.Open(driverName, dsn(abs, url.Values{
-		"_busy_timeout": {ms},
+	r, err := sql.Open(sqlitedb.Driver, sqlitedb.DSN(abs, url.Values{
+		"_busy_timeout": {sqlitedb.BusyTimeoutParam()},
 		"_query_only":   {"1"},
 	}))
 	if err != nil {
@@ -125,12 +97,6 @@ func Open(ctx context.Context, path string) (*Store, error) {
 	r.SetMaxIdleConns(readers)
 	s.r = r
 	return s, nil
-}
-
-// dsn builds a file: URI so that any path, even one with '?' or '#', is
-// passed to SQLite intact.
-func dsn(abs string, params url.Values) string {
-	return (&url.URL{Scheme: "file", Path: abs}).String() + "?" + params.Encode()
 }
 
 func (s *Store) init(ctx context.Context) error {

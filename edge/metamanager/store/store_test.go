@@ -9,6 +9,8 @@ import (
 	"testing"
 
 	"golang.org/x/sync/errgroup"
+
+	"github.com/tether-edge/tether/pkg/sqlitedb"
 )
 
 func openTemp(t *testing.T) *Store {
@@ -301,7 +303,7 @@ func TestKubeEdgeDatabase(t *testing.T) {
 		t.Fatal(err)
 	}
 	// Replace the file's table with KubeEdge's definition.
-	raw, err := sql.Open(driverName, dsn(path, nil))
+	raw, err := sql.Open(sqlitedb.Driver, sqlitedb.DSN(path, nil))
 	if err != nil {
 		t.Fatal(err)
 	}
