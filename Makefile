@@ -22,6 +22,12 @@ $(BINARIES):
 	@mkdir -p $(BIN_DIR)
 	go build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN_DIR)/$@ ./cmd/$@
 
+.PHONY: demo
+demo: ## Build the counter demo's web-controller-app and counter-mapper into _output/local/bin
+	@mkdir -p $(BIN_DIR)
+	go build -trimpath -o $(BIN_DIR)/web-controller-app ./examples/counter-demo/web-controller-app
+	go build -trimpath -o $(BIN_DIR)/counter-mapper ./examples/counter-demo/counter-mapper
+
 .PHONY: deps
 deps: ## Install the Debian packages tests and local runs need (only what is missing)
 	hack/install-deps.sh
@@ -47,8 +53,8 @@ test-unit: ## Unit tests with the race detector
 	go test -race -count=1 $(GO_TEST_FLAGS) ./...
 
 .PHONY: test-integration
-test-integration: tools images ## Integration tests against a real kube-apiserver, etcd and containerd
-	go test -race -count=1 -tags integration $(GO_TEST_FLAGS) ./tests/...
+test-integration: tools images ## Integration and browser tests against a real kube-apiserver, etcd, containerd, mosquitto, Chromium
+	go test -race -count=1 -tags integration $(GO_TEST_FLAGS) ./tests/... ./examples/...
 
 .PHONY: crossbuild release test-cross
 crossbuild: deps ## Static cgo builds for linux/amd64, arm64, arm (GOARM=7) into _output/cross (ARCHES="arm64" for fewer)
@@ -73,7 +79,7 @@ cluster-down: ## Stop the local control plane
 	hack/local-cluster.sh down
 
 .PHONY: local-up local-down
-local-up: deps tools all ## Run the whole system on this machine (Ctrl-C stops it)
+local-up: deps tools all demo ## Run the whole system and the counter demo on this machine (Ctrl-C stops it)
 	hack/local-up.sh
 local-down: ## Stop everything local-up started
 	hack/local-up.sh down

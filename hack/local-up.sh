@@ -1,26 +1,32 @@
 #!/usr/bin/env bash
-# Runs the whole system on this machine: a real control plane (hack/local-cluster.sh), cloudcore, a private
-# containerd with our images (hack/local-containerd.sh), and one edge node (edgecore) running pods on it, then
-# deploys the demo apps onto the node. Stays in the foreground; Ctrl-C (or SIGTERM) stops everything in reverse
-# order. `hack/local-up.sh down` stops a run from another terminal. Re-running starts from a clean state.
+# Runs the whole system on this machine the way a user installs it: a real control plane
+# (hack/local-cluster.sh), `keadm init` (cloudcore), a private containerd with our images
+# (hack/local-containerd.sh), `keadm join` of one edge node (edgecore with its embedded MQTT broker on 1883),
+# then the counter demo: the mapper as a Deployment on the edge node, the web app on this host. Stays in the
+# foreground; Ctrl-C (or SIGTERM) stops everything in reverse order. `hack/local-up.sh down` stops a run from
+# another terminal. Re-running starts from a clean state.
 set -euo pipefail
 . "$(dirname "$0")/lib/common.sh"
 
 LOCAL_DIR=${LOCAL_DIR:-$OUTPUT/local-up}
 BIN_DIR=${BIN_DIR:-$OUTPUT/local/bin}
 EDGE_NODE=${EDGE_NODE:-edge1}
-DEMO_PORT=${DEMO_PORT:-8080}
+WEB_PORT=${WEB_PORT:-8089}
 CLUSTER=$TETHER_ROOT/hack/local-cluster.sh
 CONTAINERD=$TETHER_ROOT/hack/local-containerd.sh
+DEMO=$TETHER_ROOT/examples/counter-demo
 export CLUSTER_DIR=${CLUSTER_DIR:-$OUTPUT/cluster}
 KUBECONFIG_FILE=$CLUSTER_DIR/kubeconfig
+# keadm installs under these roots (--root) what it would put in /etc/kubeedge, /var/lib/kubeedge, ... of a
+# host, so nothing of this machine's own paths or systemd is touched.
+CLOUD_ROOT=$LOCAL_DIR/cloud
+EDGE_ROOT=$LOCAL_DIR/$EDGE_NODE
 # Our containerd lives in the state dir, so `down` and re-runs clean it with the rest. Its dir and pod cgroup
 # parent are fixed, and the parent is not local-containerd.sh's default /tether-pods: its `down` kills every pod
 # of that dir and under that parent, so sharing either (with a `hack/local-containerd.sh up`, say) kills theirs.
 export CONTAINERD_DIR=$LOCAL_DIR/containerd
 export CONTAINERD_SOCK=$CONTAINERD_DIR/containerd.sock
 export POD_CGROUP_PARENT=/tether-local-up
-export TESTAPP_IMAGE=${TESTAPP_IMAGE:-docker.io/tether/testapp:v1}
 LOGS=$LOCAL_DIR/logs
 # A failed start copies every log here before tearing down, since down wipes the state dirs.
 FAILED_LOGS=$OUTPUT/local-up-failed-logs
@@ -39,15 +45,19 @@ stop_pid() {   # stop_pid NAME PID: SIGTERM, then SIGKILL after 10s
   log "$1 did not stop on SIGTERM within 10s; killing"; kill -9 "$2" 2>/dev/null || true
 }
 
-stop_daemon() {
-  local name=$1 pidfile=$LOCAL_DIR/$1.pid
-  [ -f "$pidfile" ] || return 0
-  if ours "$pidfile" "$BIN_DIR/$name"; then stop_pid "$name" "$(cat "$pidfile")"; log "stopped $name"; fi
-  rm -f "$pidfile"
+# pidfile NAME: where the daemon's PID is; keadm keeps cloudcore's and edgecore's under its root.
+pidfile() {
+  case $1 in
+    cloudcore) echo "$CLOUD_ROOT/var/run/kubeedge/cloudcore.pid" ;;
+    edgecore) echo "$EDGE_ROOT/var/run/kubeedge/edgecore.pid" ;;
+    *) echo "$LOCAL_DIR/$1.pid" ;;
+  esac
 }
 
-# down stops everything in reverse start order. Pods die with containerd (local-containerd.sh removes them
-# first), not through the API: edgecore is stopped by then, and the cluster is wiped anyway.
+keadm() { "$BIN_DIR/keadm" "$@"; }
+
+# down stops everything in reverse start order. keadm reset edge removes the node's pods through CRI while
+# containerd still runs; the cluster is wiped anyway, so nothing is deleted through the API.
 down() {
   local p rc=0
   # A foreground run tears down itself when signalled; doing it here as well would race it.
@@ -60,23 +70,20 @@ down() {
     [ -d "$LOCAL_DIR" ] || { log "local-up stopped"; return 0; }
   fi
   [ -d "$LOCAL_DIR" ] && touch "$LOCAL_DIR/stopping"
-  stop_daemon edgecore
+  if ours "$(pidfile web-controller-app)" "$BIN_DIR/web-controller-app"; then
+    stop_pid web-controller-app "$(cat "$(pidfile web-controller-app)")"; log "stopped web-controller-app"
+  fi
+  if [ -d "$EDGE_ROOT" ]; then
+    keadm reset edge --force --root "$EDGE_ROOT" >> "$LOGS/keadm.log" 2>&1 || { log "keadm reset edge failed: see $LOGS/keadm.log"; rc=1; }
+  fi
   "$CONTAINERD" down || rc=1
-  stop_daemon cloudcore
+  if [ -d "$CLOUD_ROOT" ]; then
+    keadm reset cloud --force --root "$CLOUD_ROOT" >> "$LOGS/keadm.log" 2>&1 || { log "keadm reset cloud failed: see $LOGS/keadm.log"; rc=1; }
+  fi
   "$CLUSTER" down || rc=1
   # local-containerd.sh refuses to delete its dir while mounts remain in it, and so do we.
-  [ "$rc" -eq 0 ] || die "stopping containerd or the cluster failed (see above); fix that, then run $0 down again"
+  [ "$rc" -eq 0 ] || die "stopping the system failed (see above); fix that, then run $0 down again"
   rm -rf "$LOCAL_DIR"
-}
-
-start_daemon() {   # start_daemon NAME CONFIG
-  local name=$1 config=$2
-  # setsid: a terminal's Ctrl-C reaches only this script, which then stops the daemons in order.
-  setsid nohup "$BIN_DIR/$name" --config "$config" > "$LOGS/$name.log" 2>&1 &
-  echo $! > "$LOCAL_DIR/$name.pid"
-  sleep 0.5
-  ours "$LOCAL_DIR/$name.pid" "$BIN_DIR/$name" || { tail -n 20 "$LOGS/$name.log" >&2; die "$name exited at start: see $name.log"; }
-  log "$name running (pid $(cat "$LOCAL_DIR/$name.pid")), log: $LOGS/$name.log"
 }
 
 # run CMD...: runs CMD in the background and waits for it. Bash runs a trap only once the foreground command is
@@ -85,63 +92,13 @@ start_daemon() {   # start_daemon NAME CONFIG
 FG=
 run() { local rc=0; "$@" & FG=$!; wait "$FG" || rc=$?; FG=; return "$rc"; }
 
-# join_token waits for cloudcore to publish the join token (what `keadm gettoken` prints).
-join_token() {
-  local tok
-  for _ in $(seq 1 300); do
-    tok=$(kc -n kubeedge get secret tokensecret -o jsonpath='{.data.tokendata}' 2>/dev/null | base64 -d 2>/dev/null || true)
-    [ -n "$tok" ] && { echo "$tok"; return 0; }
-    ours "$LOCAL_DIR/cloudcore.pid" "$BIN_DIR/cloudcore" || break
-    sleep 0.2
-  done
-  tail -n 20 "$LOGS/cloudcore.log" >&2; die "cloudcore published no join token (Secret kubeedge/tokensecret): see cloudcore.log"
-}
-
-write_cloud_config() {
-  local ca=$LOCAL_DIR/cloud/ca certs=$LOCAL_DIR/cloud/certs
-  cat > "$LOCAL_DIR/cloudcore.yaml" <<EOT
-apiVersion: cloudcore.config.kubeedge.io/v1alpha1
-kind: CloudCore
-kubeAPIConfig:
-  kubeConfig: $KUBECONFIG_FILE
-modules:
-  cloudHub:
-    advertiseAddress: [127.0.0.1]
-    tlsCAFile: $ca/rootCA.crt
-    tlsCAKeyFile: $ca/rootCA.key
-    tlsCertFile: $certs/server.crt
-    tlsPrivateKeyFile: $certs/server.key
-    websocket: {address: 127.0.0.1, port: 10000}
-    https: {address: 127.0.0.1, port: 10002}
-EOT
-}
-
-# Only what differs from edgecore's defaults: the file is loaded over them.
-write_edge_config() {
-  local edge=$LOCAL_DIR/edge/$EDGE_NODE
-  cat > "$LOCAL_DIR/edgecore.yaml" <<EOT
-apiVersion: edgecore.config.kubeedge.io/v1alpha2
-kind: EdgeCore
-database:
-  dataSource: $edge/edgecore.db
-modules:
-  edged:
-    hostnameOverride: $EDGE_NODE
-    nodeIP: 127.0.0.1
-    rootDirectory: $edge/kubelet
-    tailoredKubeletConfig:
-      containerRuntimeEndpoint: unix://$CONTAINERD_SOCK
-      imageServiceEndpoint: unix://$CONTAINERD_SOCK
-      cgroupRoot: $POD_CGROUP_PARENT
-      podLogsDir: $LOGS/pods
-  edgeHub:
-    httpServer: https://127.0.0.1:10002
-    tlsCaFile: $edge/ca/rootCA.crt
-    tlsCertFile: $edge/certs/server.crt
-    tlsPrivateKeyFile: $edge/certs/server.key
-    token: $1
-    websocket: {server: 127.0.0.1:10000}
-EOT
+# keadm_step WHAT ARGS...: runs keadm with its output in keadm.log, and shows the output when it fails.
+keadm_step() {
+  local what=$1; shift
+  echo "\$ keadm $*" >> "$LOGS/keadm.log"
+  if ! run "$BIN_DIR/keadm" "$@" >> "$LOGS/keadm.log" 2>&1; then
+    tail -n 20 "$LOGS/keadm.log" >&2; die "keadm $what failed: see $LOGS/keadm.log"
+  fi
 }
 
 wait_node_ready() {
@@ -154,55 +111,34 @@ wait_node_ready() {
   log "node $EDGE_NODE Ready"
 }
 
-# Demo apps: each deploys onto the edge node, checks itself, and adds its lines to the banner.
-DEMO_LINES=()
-
-deploy_hello() {
-  local url=http://127.0.0.1:$DEMO_PORT/ pod out=
-  # hostNetwork on loopback: there is no CNI here. No service account token: testapp never calls the API.
-  kc apply -f - >/dev/null <<EOT
-apiVersion: apps/v1
-kind: Deployment
-metadata: {name: hello, labels: {app: hello}}
-spec:
-  replicas: 1
-  selector: {matchLabels: {app: hello}}
-  template:
-    metadata: {labels: {app: hello}}
-    spec:
-      nodeSelector: {kubernetes.io/hostname: $EDGE_NODE}
-      hostNetwork: true
-      automountServiceAccountToken: false
-      containers:
-      - name: hello
-        image: $TESTAPP_IMAGE
-        imagePullPolicy: Never
-        env:
-        - {name: PORT, value: "$DEMO_PORT"}
-        - {name: LISTEN_HOST, value: 127.0.0.1}
-        - name: POD_NAME
-          valueFrom: {fieldRef: {fieldPath: metadata.name}}
-EOT
-  if ! run "${KUBECTL[@]}" wait --for=condition=Available deployment/hello --timeout=90s >/dev/null; then
-    kc get pods -o wide >&2 || true; kc describe pods -l app=hello 2>/dev/null | tail -n 15 >&2 || true
-    tail -n 20 "$LOGS/edgecore.log" >&2
-    die "deployment hello not available within 90s: see the pod status above, edgecore.log and the pod logs"
-  fi
-  pod=$(kc get pods -l app=hello -o jsonpath='{.items[0].metadata.name}')
-  # Ready means the container runs, not that it listens yet.
-  for _ in $(seq 1 50); do
-    out=$(curl -sf --max-time 2 "$url" 2>/dev/null) && [ "$out" = "hello from $pod" ] && break
-    sleep 0.2
+# deploy_counter runs the counter demo: model and instance as the tutorial applies them, the mapper's Deployment
+# on the edge node (it dials the embedded broker keadm join --with-mqtt put on 1883), and the web app here, with
+# the admin kubeconfig (the tutorial runs it on a control-plane node, and this control plane runs no kubelet).
+deploy_counter() {
+  local url=http://127.0.0.1:$WEB_PORT/ out= f
+  for f in kubeedge-counter-model.yaml kubeedge-counter-instance.yaml kubeedge-pi-counter-app.yaml; do
+    sed "s/\bedge1\b/$EDGE_NODE/" "$DEMO/crds/$f" | kc apply -f - >/dev/null || die "kubectl apply -f $DEMO/crds/$f failed"
   done
-  [ "$out" = "hello from $pod" ] || die "$url answered '$out', want 'hello from $pod': see the pod log"
-  log "hello: $url answers '$out'"
-  DEMO_LINES+=("hello:    curl $url   ($out)")
+  if ! run "${KUBECTL[@]}" wait --for=condition=Available deployment/kubeedge-pi-counter --timeout=90s >/dev/null; then
+    kc get pods -o wide >&2 || true; kc describe pods -l k8s-app=kubeedge-pi-counter 2>/dev/null | tail -n 15 >&2 || true
+    tail -n 20 "$LOGS/edgecore.log" >&2
+    die "the counter mapper (deployment kubeedge-pi-counter) is not available within 90s: see the pod status above and edgecore.log"
+  fi
+  log "counter mapper running on $EDGE_NODE"
+  setsid nohup "$BIN_DIR/web-controller-app" --kubeconfig "$KUBECONFIG_FILE" --address 127.0.0.1 --port "$WEB_PORT" \
+    > "$LOGS/web-controller-app.log" 2>&1 &
+  echo $! > "$(pidfile web-controller-app)"
+  for _ in $(seq 1 100); do
+    out=$(curl -sf --max-time 2 "${url}track/control/STATUS" 2>/dev/null) && break
+    ours "$(pidfile web-controller-app)" "$BIN_DIR/web-controller-app" || break
+    sleep 0.1
+  done
+  [[ $out == *'"Result":3'* ]] || { tail -n 20 "$LOGS/web-controller-app.log" >&2; die "the web app on $url does not answer STATUS: see web-controller-app.log"; }
+  log "counter web app: $url answers $out"
+  DEMO_LINES+=("counter demo: open $url  (ON + Execute starts the count on $EDGE_NODE; kubectl get device counter -o yaml -w)")
 }
 
-deploy_demos() {
-  deploy_hello
-  # The counter demo (examples/counter-demo: web app and mapper) goes here, as deploy_counter.
-}
+DEMO_LINES=()
 
 # teardown RC stops everything and exits with RC. Further signals are ignored (and so by the commands down
 # runs): a second Ctrl-C must not cut the teardown short.
@@ -224,8 +160,8 @@ supervise() {
   local d
   while true; do
     if [ ! -d "$LOCAL_DIR" ] || [ -f "$LOCAL_DIR/stopping" ]; then trap - EXIT; log "stopped from elsewhere"; exit 0; fi
-    for d in cloudcore edgecore; do
-      ours "$LOCAL_DIR/$d.pid" "$BIN_DIR/$d" || { tail -n 20 "$LOGS/$d.log" >&2; log "$d exited"; teardown 1; }
+    for d in cloudcore edgecore web-controller-app; do
+      ours "$(pidfile "$d")" "$d" || { tail -n 20 "$LOGS/$d.log" >&2; log "$d exited"; teardown 1; }
     done
     ours "$CONTAINERD_DIR/containerd.pid" "$CONTAINERD_DIR/config.toml" || { tail -n 20 "$LOGS/containerd.log" >&2; log "containerd exited"; teardown 1; }
     "$CLUSTER" status >/dev/null || { "$CLUSTER" status >&2 || true; log "the control plane is incomplete"; teardown 1; }
@@ -235,47 +171,58 @@ supervise() {
 
 up() {
   local b t0 tok
-  for b in cloudcore edgecore keadm; do
+  for b in cloudcore edgecore keadm web-controller-app; do
     [ -x "$BIN_DIR/$b" ] || die "$BIN_DIR/$b is missing: run make (or make local-up, which builds first)"
   done
   [ "$(id -u)" -eq 0 ] || die "containerd and pods need root: run make local-up as root"
   [ ${#CONTAINERD_SOCK} -lt 100 ] || die "socket path $CONTAINERD_SOCK is too long for a unix socket: set LOCAL_DIR to a shorter dir"
   [ -d "$LOCAL_DIR" ] && { log "cleaning up a previous run"; down; }
   rm -rf "$FAILED_LOGS"
-  # A stray server on the demo port would answer our check: fail before starting anything.
-  ! (exec 3<>"/dev/tcp/127.0.0.1/$DEMO_PORT") 2>/dev/null ||
-    die "something already listens on 127.0.0.1:$DEMO_PORT, where the hello demo serves: stop it, or set DEMO_PORT"
-  mkdir -p "$LOGS/pods" "$LOCAL_DIR/cloud/ca" "$LOCAL_DIR/cloud/certs" "$LOCAL_DIR/edge/$EDGE_NODE"
+  # Strays on our ports would answer our checks or make keadm fail late: say so before starting anything.
+  for p in "$WEB_PORT" 1883 10000 10002; do
+    ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null ||
+      die "something already listens on 127.0.0.1:$p (web app $WEB_PORT, MQTT 1883, cloudcore 10000/10002): stop it (a mosquitto service? systemctl stop mosquitto), or set WEB_PORT"
+  done
+  mkdir -p "$LOGS" "$CLOUD_ROOT" "$EDGE_ROOT"
   echo $$ > "$LOCAL_DIR/local-up.pid"
-  # One place for every log; these point into the dirs the other scripts own.
+  # One place for every log; these point into the dirs the other scripts and keadm own.
   ln -s "$CLUSTER_DIR/logs" "$LOGS/cluster"
   ln -s "$CONTAINERD_DIR/containerd.log" "$LOGS/containerd.log"
+  ln -s "$CLOUD_ROOT/var/log/kubeedge/cloudcore.log" "$LOGS/cloudcore.log"
+  ln -s "$EDGE_ROOT/var/log/kubeedge/edgecore.log" "$LOGS/edgecore.log"
+  ln -s "$EDGE_ROOT/var/log/pods" "$LOGS/pods"
   trap 'echo >&2; log "stopping"; teardown 0' INT TERM HUP
   trap 'teardown $?' EXIT
   t0=$(now)
 
   # Cached after the first run; built before anything starts, so a build error leaves nothing running.
   run "$TETHER_ROOT/hack/build-images.sh"
-  # setsid keeps the daemons these start out of the terminal's process group, like start_daemon.
+  # setsid keeps the daemons these start out of the terminal's process group: a Ctrl-C reaches only this
+  # script, which then stops them in order. keadm starts its daemons in their own sessions too.
   run setsid "$CLUSTER" up
-  log "installing CRDs"
-  kc apply -f "$TETHER_ROOT/crds/" >/dev/null
-  write_cloud_config
-  start_daemon cloudcore "$LOCAL_DIR/cloudcore.yaml"
+  log "keadm init (log: $LOGS/keadm.log)"
+  keadm_step init init --root "$CLOUD_ROOT" --kube-config "$KUBECONFIG_FILE" --advertise-address 127.0.0.1 \
+    --no-systemd --cloudcore-binary "$BIN_DIR/cloudcore"
+  log "cloudcore running (pid $(cat "$(pidfile cloudcore)")), log: $LOGS/cloudcore.log"
   run setsid "$CONTAINERD" up   # also imports the images
-  tok=$(join_token)   # an assignment, so that set -e sees join_token fail
-  write_edge_config "$tok"
-  start_daemon edgecore "$LOCAL_DIR/edgecore.yaml"
+  tok=$("$BIN_DIR/keadm" gettoken --kube-config "$KUBECONFIG_FILE") || die "keadm gettoken failed"
+  log "keadm join $EDGE_NODE"
+  keadm_step join join --root "$EDGE_ROOT" --cloudcore-ipport 127.0.0.1:10000 --token "$tok" \
+    --edgenode-name "$EDGE_NODE" --remote-runtime-endpoint "unix://$CONTAINERD_SOCK" --with-mqtt \
+    --no-systemd --edgecore-binary "$BIN_DIR/edgecore" --kube-config "$KUBECONFIG_FILE" \
+    --set modules.edged.nodeIP=127.0.0.1 --set "modules.edged.tailoredKubeletConfig.cgroupRoot=$POD_CGROUP_PARENT"
+  log "edgecore running (pid $(cat "$(pidfile edgecore)")), log: $LOGS/edgecore.log"
   wait_node_ready
-  deploy_demos
+  deploy_counter
 
   cat <<EOT
 
-Tether is up ($(since "$t0")s): control plane, cloudcore, containerd, edge node $EDGE_NODE.
+Tether is up ($(since "$t0")s): control plane, cloudcore (keadm init), containerd, edge node $EDGE_NODE (keadm join).
+$(printf '  %s\n' "${DEMO_LINES[@]}")
   kubectl:  export KUBECONFIG=$KUBECONFIG_FILE PATH=$TOOLS_BIN:\$PATH
             kubectl get nodes,pods -o wide
-$(printf '  %s\n' "${DEMO_LINES[@]}")
-  logs:     $LOGS/{cloudcore,edgecore,containerd}.log,
+  keadm:    $BIN_DIR/keadm debug get --root $EDGE_ROOT pod    (the edge's own database)
+  logs:     $LOGS/{cloudcore,edgecore,containerd,web-controller-app,keadm}.log,
             pods in $LOGS/pods/, control plane in $LOGS/cluster/
   stop:     Ctrl-C here, or 'make local-down' (hack/local-up.sh down) from another terminal
 EOT

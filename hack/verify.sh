@@ -9,7 +9,7 @@ unformatted=$(gofmt -l $(git ls-files --cached --others --exclude-standard '*.go
 if [ -n "$unformatted" ]; then log "gofmt needed on:"; echo "$unformatted" >&2; rc=1; fi
 
 go vet ./... || rc=1
-go vet -tags integration ./tests/... || rc=1
+go vet -tags integration ./tests/... ./examples/... || rc=1
 
 # Snapshot the generated files, regenerate, compare. Only generated files are touched: after a failure the tree
 # holds the fresh output, ready to commit.

@@ -23,8 +23,11 @@ import (
 // Node labels and condition texts.
 const (
 	LabelEdgeRole = "node-role.kubernetes.io/edge"
-	ReasonReady   = "EdgeReady"
-	MessageReady  = "edgecore is posting ready status"
+	// LabelAgentRole is the second role KubeEdge's edged gives its node, so `kubectl get nodes` shows
+	// "agent,edge" as it does for KubeEdge, and selectors written for KubeEdge nodes match.
+	LabelAgentRole = "node-role.kubernetes.io/agent"
+	ReasonReady    = "EdgeReady"
+	MessageReady   = "edgecore is posting ready status"
 	// ReasonRuntimeDown is the Ready=False reason when the runtime does not answer.
 	ReasonRuntimeDown = "ContainerRuntimeNotReady"
 )
@@ -163,9 +166,10 @@ func (n *nodeAgent) reportStatus(ctx context.Context) bool {
 }
 
 func (n *nodeAgent) buildNode(ctx context.Context) *corev1.Node {
-	labels := make(map[string]string, len(n.e.labels)+4)
+	labels := make(map[string]string, len(n.e.labels)+5)
 	maps.Copy(labels, n.e.labels)
 	labels[LabelEdgeRole] = ""
+	labels[LabelAgentRole] = ""
 	labels[corev1.LabelHostname] = n.e.nodeName
 	labels[corev1.LabelOSStable] = goruntime.GOOS
 	labels[corev1.LabelArchStable] = goruntime.GOARCH

@@ -48,6 +48,7 @@ func TestRegistration(t *testing.T) {
 			wantLabels := map[string]string{
 				"zone":                 "a",
 				LabelEdgeRole:          "",
+				LabelAgentRole:         "",
 				corev1.LabelHostname:   testNode,
 				corev1.LabelOSStable:   goruntime.GOOS,
 				corev1.LabelArchStable: goruntime.GOARCH,

@@ -81,6 +81,19 @@ func (p *proc) stop(t *testing.T) {
 	}
 }
 
+// buildDemo builds web-controller-app and counter-mapper into dir and returns dir.
+func buildDemo(t *testing.T, dir string) string {
+	t.Helper()
+	for _, pkg := range []string{"web-controller-app", "counter-mapper"} {
+		out, err := exec.Command("go", "build", "-o", filepath.Join(dir, pkg),
+			"github.com/tether-edge/tether/examples/counter-demo/"+pkg).CombinedOutput()
+		if err != nil {
+			t.Fatalf("building %s: %v\n%s", pkg, err, out)
+		}
+	}
+	return dir
+}
+
 type reply struct {
 	Result       int
 	ResultString map[string]string
@@ -122,14 +135,7 @@ func TestCounterDemoEndToEnd(t *testing.T) {
 	eb.Enable, eb.MQTTMode, eb.MQTTServerInternal = true, 0, broker
 	framework.StartEdgeNode(t, cfg)
 
-	bin := filepath.Join(dir, "bin")
-	for _, pkg := range []string{"web-controller-app", "counter-mapper"} {
-		out, err := exec.Command("go", "build", "-o", filepath.Join(bin, pkg),
-			"github.com/tether-edge/tether/examples/counter-demo/"+pkg).CombinedOutput()
-		if err != nil {
-			t.Fatalf("building %s: %v\n%s", pkg, err, out)
-		}
-	}
+	bin := buildDemo(t, filepath.Join(dir, "bin"))
 
 	crds := filepath.Join(framework.RepoRoot(), "examples", "counter-demo", "crds")
 	apply := func(file string) {
@@ -272,98 +278,5 @@ func TestDeploymentManifests(t *testing.T) {
 		"jsonpath={.spec.template.spec.hostNetwork} {.spec.template.spec.automountServiceAccountToken} {.spec.template.spec.nodeSelector}")
 	if err != nil || out != `true false {"kubernetes.io/hostname":"edge1"}` {
 		t.Errorf("mapper deployment = %q, %v", out, err)
-	}
-}
-
-// TestTutorialWithMapperPod is the tutorial on a real edge node: kube-controller-manager and kube-scheduler
-// place the Deployment of kubeedge-pi-counter-app.yaml on edge1, whose Edged runs the counter-mapper image
-// (packed the way hack/build-images.sh packs images) on a private containerd; the web app runs as a process
-// with a kubeconfig, as the control plane here has no kubelet.
-func TestTutorialWithMapperPod(t *testing.T) {
-	ctx := context.Background()
-	cp := framework.StartControlPlane(t)
-	framework.StartKubeControllers(t, cp)
-	ctd := framework.StartContainerd(t)
-	dir := t.TempDir()
-
-	// The image: a static binary packed by hack/tools/mkimage, imported into the edge's containerd.
-	bin := filepath.Join(dir, "bin")
-	build := func(out, pkg string, env ...string) {
-		t.Helper()
-		cmd := exec.Command("go", "build", "-trimpath", "-o", filepath.Join(bin, out), pkg)
-		cmd.Env = append(os.Environ(), env...)
-		if b, err := cmd.CombinedOutput(); err != nil {
-			t.Fatalf("building %s: %v\n%s", pkg, err, b)
-		}
-	}
-	build("counter-mapper", "github.com/tether-edge/tether/examples/counter-demo/counter-mapper", "CGO_ENABLED=0", "GOOS=linux")
-	build("web-controller-app", "github.com/tether-edge/tether/examples/counter-demo/web-controller-app")
-	build("mkimage", "github.com/tether-edge/tether/hack/tools/mkimage")
-	tar := filepath.Join(dir, "counter-mapper.tar")
-	if b, err := exec.Command(filepath.Join(bin, "mkimage"), "-bin", filepath.Join(bin, "counter-mapper"),
-		"-entrypoint", "/counter-mapper", "-ref", "docker.io/tether/counter-mapper:v1", "-out", tar).CombinedOutput(); err != nil {
-		t.Fatalf("mkimage: %v\n%s", err, b)
-	}
-	if b, err := exec.Command("ctr", "-a", ctd.Socket, "-n", "k8s.io", "images", "import", tar).CombinedOutput(); err != nil {
-		t.Fatalf("ctr images import: %v\n%s", err, b)
-	}
-
-	cloud := framework.StartCloud(t, framework.NewCloudConfig(t, cp, filepath.Join(dir, "cloud")))
-	cfg := framework.NewEdgeNodeConfig(t, cloud, node, framework.Token(t, cp), filepath.Join(dir, "edge"), ctd)
-	cfg.Modules.DeviceTwin.Enable = true
-	broker := fmt.Sprintf("tcp://127.0.0.1:%d", framework.FreePort(t))
-	eb := cfg.Modules.EventBus
-	eb.Enable, eb.MQTTMode, eb.MQTTServerInternal = true, 0, broker
-	framework.StartEdgeNode(t, cfg)
-
-	crds := filepath.Join(framework.RepoRoot(), "examples", "counter-demo", "crds")
-	for _, f := range []string{"kubeedge-counter-model.yaml", "kubeedge-counter-instance.yaml"} {
-		framework.Eventually(t, 30*time.Second, "kubectl apply -f "+f, func() bool {
-			_, err := cp.Kubectl(ctx, "apply", "-f", filepath.Join(crds, f))
-			return err == nil
-		})
-	}
-	// The mapper's Deployment as shipped, but pointed at this test's broker port.
-	manifest, err := os.ReadFile(filepath.Join(crds, "kubeedge-pi-counter-app.yaml"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	manifest = bytes.ReplaceAll(manifest, []byte("tcp://127.0.0.1:1883"), []byte(broker))
-	manifestPath := filepath.Join(dir, "kubeedge-pi-counter-app.yaml")
-	if err := os.WriteFile(manifestPath, manifest, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := cp.Kubectl(ctx, "apply", "-f", manifestPath); err != nil {
-		t.Fatal(err)
-	}
-	framework.Eventually(t, 120*time.Second, "the mapper pod running on "+node, func() bool {
-		out, err := cp.Kubectl(ctx, "get", "pods", "-l", "k8s-app=kubeedge-pi-counter", "-o",
-			"jsonpath={.items[*].spec.nodeName} {.items[*].status.containerStatuses[*].ready}")
-		return err == nil && out == node+" true"
-	})
-
-	port := framework.FreePort(t)
-	start(t, filepath.Join(bin, "web-controller-app"), "--kubeconfig", cp.Kubeconfig, "--address", "127.0.0.1",
-		"--port", strconv.Itoa(int(port)))
-	framework.WaitForPort(t, port)
-	base := fmt.Sprintf("http://127.0.0.1:%d/track/control/", port)
-
-	if code, r := call(t, "POST", base+"ON"); code != 200 || r.Result != 1 {
-		t.Fatalf("ON = %d %+v", code, r)
-	}
-	framework.Eventually(t, 60*time.Second, "STATUS ON with a count of at least 3", func() bool {
-		_, r := call(t, "GET", base+"STATUS")
-		n, _ := strconv.Atoi(r.ResultString["value"])
-		return r.ResultString["status"] == "ON" && n >= 3
-	})
-	if code, r := call(t, "POST", base+"OFF"); code != 200 || r.Result != 2 {
-		t.Fatalf("OFF = %d %+v", code, r)
-	}
-	framework.Eventually(t, 60*time.Second, "STATUS OFF with 0", func() bool {
-		_, r := call(t, "GET", base+"STATUS")
-		return r.ResultString["status"] == "OFF" && r.ResultString["value"] == "0"
-	})
-	if _, err := cp.Kubectl(ctx, "delete", "-f", manifestPath, "--wait=false"); err != nil {
-		t.Fatal(err)
 	}
 }

@@ -37,7 +37,8 @@ type Containerd struct {
 	Runtime runtimeapi.RuntimeServiceClient
 	Images  runtimeapi.ImageServiceClient
 
-	conn *grpc.ClientConn
+	conn  *grpc.ClientConn
+	netns *Netns
 }
 
 // ImagesDir is where hack/build-images.sh writes the image tars.
@@ -51,7 +52,7 @@ func ImagesDir() string {
 // StartContainerd starts a containerd through hack/local-containerd.sh (the same recipe developers run), with the
 // images of ImagesDir imported, and tears it down when the test ends: pods removed through CRI, containerd stopped,
 // mounts and pod cgroups removed. It needs root, containerd and runc (hack/install-deps.sh).
-func StartContainerd(t testing.TB) *Containerd {
+func StartContainerd(t testing.TB, opts ...ContainerdOption) *Containerd {
 	t.Helper()
 	for _, img := range []string{"pause.tar", "testapp.tar"} {
 		if _, err := os.Stat(filepath.Join(ImagesDir(), img)); err != nil {
@@ -75,6 +76,9 @@ func StartContainerd(t testing.TB) *Containerd {
 		Dir:          dir,
 		Socket:       filepath.Join(dir, "containerd.sock"),
 		CgroupParent: "/" + filepath.Base(dir),
+	}
+	for _, o := range opts {
+		o(c)
 	}
 	t.Cleanup(func() { c.stop(t) })
 	start := time.Now()
@@ -167,6 +171,9 @@ func (c *Containerd) stop(t testing.TB) {
 
 func (c *Containerd) script(cmd string) ([]byte, error) {
 	run := exec.Command(filepath.Join(RepoRoot(), "hack", "local-containerd.sh"), cmd)
+	if c.netns != nil && cmd == "up" {
+		run = c.netns.Command(run.Path, cmd)
+	}
 	run.Env = append(os.Environ(),
 		"CONTAINERD_DIR="+c.Dir, "CONTAINERD_SOCK="+c.Socket, "POD_CGROUP_PARENT="+c.CgroupParent,
 		"PAUSE_IMAGE="+PauseImage, "TESTAPP_IMAGE="+TestAppImage)

@@ -5,6 +5,12 @@
 //
 // Every flag has an environment variable (see flags below); a flag given on the command line wins. Without
 // --kubeconfig it uses $KUBECONFIG, then the in-cluster service account, then ~/.kube/config.
+//
+// The page and API are beego v2 routes (internal/server), served by this program's own http.Server so that
+// SIGTERM shuts them down gracefully; beego's web.Run, with its banner, signal handling and config files, is
+// not used. Before main runs, beego's config package prints one line to stderr when the working directory
+// has no conf/app.conf ("init global config instance failed ..."): harmless, and beyond the reach of any code
+// here; an empty conf/app.conf silences it.
 package main
 
 import (

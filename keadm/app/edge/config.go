@@ -22,6 +22,10 @@ func caFile(l paths.Layout) string   { return filepath.Join(l.CADir(), "rootCA.c
 func certFile(l paths.Layout) string { return filepath.Join(l.CertsDir(), "server.crt") }
 func keyFile(l paths.Layout) string  { return filepath.Join(l.CertsDir(), "server.key") }
 func dbFile(l paths.Layout) string   { return filepath.Join(l.StateDir(), "edgecore.db") }
+
+// withMQTTBroker is where --with-mqtt's embedded broker listens.
+const withMQTTBroker = "tcp://127.0.0.1:1883"
+
 func pidFile(l paths.Layout) string  { return filepath.Join(l.RunDir(), "edgecore.pid") }
 func logFile(l paths.Layout) string  { return filepath.Join(l.LogDir(), "edgecore.log") }
 func binFile(l paths.Layout) string  { return filepath.Join(l.BinDir(), "edgecore") }
@@ -60,8 +64,10 @@ func renderConfig(l paths.Layout, o *joinOptions, cgroupDriver, metricsAddr stri
 	bus := cfg.Modules.EventBus
 	bus.TLS.TLSMQTTCAFile, bus.TLS.TLSMQTTCertFile, bus.TLS.TLSMQTTPrivateKeyFile = caFile(l), certFile(l), keyFile(l)
 	if o.withMQTT {
-		// Edge hosts often have no broker; mappers then reach edgecore's own on mqttServerInternal.
+		// Edge hosts often have no broker. KubeEdge's --with-mqtt starts one on 1883, the port mappers dial by
+		// default, so the embedded broker takes that port rather than its usual 1884.
 		bus.MQTTMode = v1alpha2.MQTTModeInternal
+		bus.MQTTServerInternal = withMQTTBroker
 	}
 
 	for _, kv := range o.sets {

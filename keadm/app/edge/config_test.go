@@ -95,6 +95,7 @@ func TestRenderConfig(t *testing.T) {
 		{"key", hub.TLSPrivateKeyFile, filepath.Join(root, "etc/kubeedge/certs/server.key")},
 		{"mqtt CA", bus.TLS.TLSMQTTCAFile, filepath.Join(root, "etc/kubeedge/ca/rootCA.crt")},
 		{"mqtt mode", bus.MQTTMode, v1alpha2.MQTTModeInternal},
+		{"embedded broker", bus.MQTTServerInternal, "tcp://127.0.0.1:1883"},
 		{"database", cfg.Database.DataSource, filepath.Join(root, "var/lib/kubeedge/edgecore.db")},
 		{"metrics", cfg.MetricsServer.BindAddress, "127.0.0.1:20356"},
 	} {

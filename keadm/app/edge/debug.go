@@ -27,6 +27,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/tether-edge/tether/keadm/app/paths"
+	"github.com/tether-edge/tether/pkg/apis/devices/v1alpha2"
 	"github.com/tether-edge/tether/pkg/resource"
 )
 
@@ -37,8 +38,11 @@ type debugType struct {
 	kind     string
 	// cluster-scoped objects are stored under registerNodeNamespace, which means nothing to the user.
 	clusterScoped bool
-	columns       []string
-	row           func(obj map[string]any, raw []byte, now time.Time, wide bool) []string
+	// namespaceFromID: the namespace is part of the object's id, when there is one at all (DeviceTwin device ids
+	// are {name} or {namespace}/{name}), so the NAMESPACE column is printed only when some row has one.
+	namespaceFromID bool
+	columns         []string
+	row             func(obj map[string]any, raw []byte, now time.Time, wide bool) []string
 }
 
 var debugTypes = []debugType{
@@ -54,8 +58,9 @@ var debugTypes = []debugType{
 		columns: []string{"AGE"}, row: ageRow},
 	{names: []string{"endpoints", "endpoint", "ep"}, metaType: resource.TypeEndpoints, kind: "Endpoints",
 		columns: []string{"AGE"}, row: ageRow},
-	{names: []string{"devices", "device"}, metaType: resource.TypeDevice, kind: "Device",
-		columns: []string{"AGE"}, row: ageRow},
+	// Devices come from DeviceTwin's own tables, not from meta: edgecore keeps them nowhere else.
+	{names: []string{"devices", "device"}, metaType: resource.TypeDevice, kind: "Device", namespaceFromID: true,
+		columns: []string{"STATE", "TWINS", "LAST-ONLINE"}, row: deviceRow},
 	{names: []string{"devicemodels", "devicemodel"}, metaType: resource.TypeDeviceModel, kind: "DeviceModel",
 		columns: []string{"AGE"}, row: ageRow},
 }
@@ -90,7 +95,10 @@ func newDebugGetCommand(layout *paths.Layout) *cobra.Command {
 		Use:   "get TYPE [NAME]",
 		Short: "Print objects from the edge database (read-only), kubectl style",
 		Long: "Print what this edge node has stored, read-only and without the cloud: " +
-			strings.Join(known, ", ") + ", or all.",
+			strings.Join(known, ", ") + ", or all.\n\n" +
+			"Devices are read from DeviceTwin's tables; TWINS lists property=desired/reported. A device id is " +
+			"{name} (what the cloud sends) or {namespace}/{name}: devices without a namespace are listed whatever " +
+			"-n says, namespaced ones follow -n and -A like pods, and NAME may also be the full id.",
 		Args: cobra.RangeArgs(1, 2),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if o.db == "" {
@@ -156,7 +164,7 @@ func (o *debugGetOptions) run(ctx context.Context, w io.Writer, typ, name string
 	}
 	if name != "" && len(found[types[0].metaType]) == 0 {
 		where := " in namespace " + o.namespace
-		if types[0].clusterScoped || o.allNamespaces {
+		if types[0].clusterScoped || types[0].namespaceFromID || o.allNamespaces {
 			where = ""
 		}
 		return fmt.Errorf("%s %q not found%s in %s", types[0].names[1], name, where, o.db)
@@ -180,7 +188,7 @@ func (o *debugGetOptions) run(ctx context.Context, w io.Writer, typ, name string
 		}
 	}
 	if printed == 0 {
-		if o.allNamespaces || (len(types) == 1 && types[0].clusterScoped) {
+		if o.allNamespaces || (len(types) == 1 && (types[0].clusterScoped || types[0].namespaceFromID)) {
 			fmt.Fprintf(w, "No resources found in %s\n", o.db)
 		} else {
 			fmt.Fprintf(w, "No resources found in namespace %s in %s\n", o.namespace, o.db)
@@ -212,6 +220,9 @@ func openReadOnly(path string) (*sql.DB, error) {
 }
 
 func (o *debugGetOptions) list(ctx context.Context, db *sql.DB, t debugType, name string) ([]row, error) {
+	if t.metaType == resource.TypeDevice {
+		return o.listDevices(ctx, db, name)
+	}
 	rs, err := db.QueryContext(ctx, `SELECT key, value FROM meta WHERE type = ? ORDER BY key`, t.metaType)
 	if err != nil {
 		return nil, fmt.Errorf("reading %s from %s: %w", t.names[0], o.db, err)
@@ -280,10 +291,179 @@ func (o *debugGetOptions) applyPodPatches(ctx context.Context, db *sql.DB, pods 
 	return nil
 }
 
+// The annotations cloud/devicecontroller records a device's reported state in (v1alpha2 has no status field
+// for it), repeated here so -o yaml shows state where kubectl users find it.
+const (
+	deviceStateAnnotation      = "tether.io/device-state"
+	deviceLastOnlineAnnotation = "tether.io/device-last-online"
+)
+
+// debugDevice is shaped like a devices.kubeedge.io/v1alpha2 Device with only what the edge knows: the edge has no
+// spec, creation time or uid, and printing them empty would pass for the cloud's values.
+type debugDevice struct {
+	APIVersion string                `json:"apiVersion"`
+	Kind       string                `json:"kind"`
+	Metadata   debugDeviceMeta       `json:"metadata"`
+	Status     v1alpha2.DeviceStatus `json:"status"`
+}
+
+type debugDeviceMeta struct {
+	Name        string            `json:"name"`
+	Namespace   string            `json:"namespace,omitempty"`
+	Labels      map[string]string `json:"labels,omitempty"`
+	Annotations map[string]string `json:"annotations,omitempty"`
+}
+
+// splitDeviceID follows resource.ParseDevice: an id with a slash is {namespace}/{name}.
+func splitDeviceID(id string) (namespace, name string) {
+	if ns, n, ok := strings.Cut(id, "/"); ok {
+		return ns, n
+	}
+	return "", id
+}
+
+func (o *debugGetOptions) deviceSelected(id, namespace, name, want string) bool {
+	if strings.Contains(want, "/") {
+		return id == want
+	}
+	if want != "" && name != want {
+		return false
+	}
+	return namespace == "" || o.allNamespaces || namespace == o.namespace
+}
+
+// listDevices reads DeviceTwin's KubeEdge tables. Missing tables mean DeviceTwin never ran on this node, which
+// is a node without devices rather than a broken database.
+func (o *debugGetOptions) listDevices(ctx context.Context, db *sql.DB, want string) ([]row, error) {
+	tables := map[string]bool{}
+	rs, err := db.QueryContext(ctx, `SELECT name FROM sqlite_master WHERE type = 'table' AND name IN ('device', 'device_twin')`)
+	if err != nil {
+		return nil, fmt.Errorf("reading device tables from %s: %w", o.db, err)
+	}
+	for rs.Next() {
+		var t string
+		if err := rs.Scan(&t); err != nil {
+			_ = rs.Close()
+			return nil, fmt.Errorf("reading device tables from %s: %w", o.db, err)
+		}
+		tables[t] = true
+	}
+	if err := errors.Join(rs.Err(), rs.Close()); err != nil {
+		return nil, fmt.Errorf("reading device tables from %s: %w", o.db, err)
+	}
+	if !tables["device"] {
+		return nil, nil
+	}
+
+	var ids []string
+	devices := map[string]*debugDevice{}
+	rs, err = db.QueryContext(ctx, `SELECT id, description, state, last_online FROM device ORDER BY id`)
+	if err != nil {
+		return nil, fmt.Errorf("reading devices from %s: %w", o.db, err)
+	}
+	for rs.Next() {
+		var id, desc, state, last sql.NullString
+		if err := rs.Scan(&id, &desc, &state, &last); err != nil {
+			_ = rs.Close()
+			return nil, fmt.Errorf("reading devices from %s: %w", o.db, err)
+		}
+		ns, name := splitDeviceID(id.String)
+		if id.String == "" || !o.deviceSelected(id.String, ns, name, want) {
+			continue
+		}
+		d := &debugDevice{APIVersion: v1alpha2.SchemeGroupVersion.String(), Kind: "Device",
+			Metadata: debugDeviceMeta{Name: name, Namespace: ns, Annotations: map[string]string{}}}
+		// The cloud sends a Device's "description" label as the description, so this is where it came from.
+		if desc.String != "" {
+			d.Metadata.Labels = map[string]string{"description": desc.String}
+		}
+		if state.String != "" {
+			d.Metadata.Annotations[deviceStateAnnotation] = state.String
+		}
+		if last.String != "" {
+			d.Metadata.Annotations[deviceLastOnlineAnnotation] = last.String
+		}
+		ids = append(ids, id.String)
+		devices[id.String] = d
+	}
+	if err := errors.Join(rs.Err(), rs.Close()); err != nil {
+		return nil, fmt.Errorf("reading devices from %s: %w", o.db, err)
+	}
+
+	if tables["device_twin"] && len(devices) > 0 {
+		if err := o.readTwins(ctx, db, devices); err != nil {
+			return nil, err
+		}
+	}
+	out := make([]row, 0, len(ids))
+	for _, id := range ids {
+		d := devices[id]
+		raw, err := json.Marshal(d)
+		if err != nil {
+			return nil, fmt.Errorf("rendering device %q: %w", id, err)
+		}
+		out = append(out, row{namespace: d.Metadata.Namespace, name: d.Metadata.Name, raw: raw})
+	}
+	return out, nil
+}
+
+// readTwins adds the twins of devices. expected and actual hold the plain values (NULL: none); only the _meta
+// columns are JSON, and one that does not parse costs its timestamp, not the listing.
+func (o *debugGetOptions) readTwins(ctx context.Context, db *sql.DB, devices map[string]*debugDevice) error {
+	// Ordered by id last so that, should a twin be stored twice, the newest row wins as in DeviceTwin's cache.
+	rs, err := db.QueryContext(ctx, `SELECT deviceid, name, expected, actual, expected_meta, actual_meta, attr_type
+		FROM device_twin ORDER BY deviceid, name, id`)
+	if err != nil {
+		return fmt.Errorf("reading device twins from %s: %w", o.db, err)
+	}
+	defer rs.Close()
+	for rs.Next() {
+		var devID, name, exp, act, expMeta, actMeta, typ sql.NullString
+		if err := rs.Scan(&devID, &name, &exp, &act, &expMeta, &actMeta, &typ); err != nil {
+			return fmt.Errorf("reading device twins from %s: %w", o.db, err)
+		}
+		d := devices[devID.String]
+		// "deleted" marks a tombstone kept for the cloud, not a twin.
+		if d == nil || typ.String == "deleted" {
+			continue
+		}
+		if typ.String == "" {
+			typ.String = "string"
+		}
+		t := v1alpha2.Twin{PropertyName: name.String,
+			Desired: twinProperty(exp, expMeta, typ.String), Reported: twinProperty(act, actMeta, typ.String)}
+		if n := len(d.Status.Twins); n > 0 && d.Status.Twins[n-1].PropertyName == t.PropertyName {
+			d.Status.Twins[n-1] = t
+		} else {
+			d.Status.Twins = append(d.Status.Twins, t)
+		}
+	}
+	if err := rs.Err(); err != nil {
+		return fmt.Errorf("reading device twins from %s: %w", o.db, err)
+	}
+	return nil
+}
+
+// twinProperty fills metadata as the cloud does in status.twins[]: "type", and "timestamp" in Unix ms as a string.
+func twinProperty(value, meta sql.NullString, typ string) v1alpha2.TwinProperty {
+	p := v1alpha2.TwinProperty{Value: value.String, Metadata: map[string]string{"type": typ}}
+	var m struct {
+		Timestamp int64 `json:"timestamp"`
+	}
+	if value.Valid && json.Unmarshal([]byte(meta.String), &m) == nil && m.Timestamp != 0 {
+		p.Metadata["timestamp"] = strconv.FormatInt(m.Timestamp, 10)
+	}
+	return p
+}
+
 func (o *debugGetOptions) printTable(w io.Writer, t debugType, rows []row, prefixed bool) error {
 	tw := tabwriter.NewWriter(w, 0, 8, 3, ' ', 0)
+	nsColumn := !t.clusterScoped
+	if t.namespaceFromID {
+		nsColumn = slices.ContainsFunc(rows, func(r row) bool { return r.namespace != "" })
+	}
 	head := []string{"NAME"}
-	if !t.clusterScoped {
+	if nsColumn {
 		head = []string{"NAMESPACE", "NAME"}
 	}
 	head = append(head, t.columns...)
@@ -303,7 +483,7 @@ func (o *debugGetOptions) printTable(w io.Writer, t debugType, rows []row, prefi
 			name = t.names[1] + "/" + name
 		}
 		cells := []string{name}
-		if !t.clusterScoped {
+		if nsColumn {
 			cells = []string{r.namespace, name}
 		}
 		cells = append(cells, t.row(obj, r.raw, now, wide)...)
@@ -454,6 +634,43 @@ func nodeRow(_ map[string]any, raw []byte, now time.Time, wide bool) []string {
 		cells = append(cells, orNone(ip))
 	}
 	return cells
+}
+
+// deviceRow prints twins as property=desired/reported; a value that contains one of those separators is quoted
+// so the cell still splits one way only.
+func deviceRow(_ map[string]any, raw []byte, now time.Time, _ bool) []string {
+	var d debugDevice
+	_ = json.Unmarshal(raw, &d)
+	twins := slices.Clone(d.Status.Twins)
+	slices.SortFunc(twins, func(a, b v1alpha2.Twin) int { return strings.Compare(a.PropertyName, b.PropertyName) })
+	cells := make([]string, 0, len(twins))
+	for _, t := range twins {
+		cells = append(cells, t.PropertyName+"="+twinValue(t.Desired.Value)+"/"+twinValue(t.Reported.Value))
+	}
+	return []string{orNone(d.Metadata.Annotations[deviceStateAnnotation]), orNone(strings.Join(cells, ",")),
+		lastOnline(d.Metadata.Annotations[deviceLastOnlineAnnotation], now)}
+}
+
+func twinValue(v string) string {
+	if strings.ContainsAny(v, `,=/" `) || !strconv.CanBackquote(v) {
+		return strconv.Quote(v)
+	}
+	return v
+}
+
+// lastOnline accepts Tether's RFC 3339 and KubeEdge's "2006-01-02 15:04:05" in local time; anything else is
+// shown as stored rather than hidden.
+func lastOnline(s string, now time.Time) string {
+	if s == "" {
+		return "<none>"
+	}
+	t, err := time.Parse(time.RFC3339, s)
+	if err != nil {
+		if t, err = time.ParseInLocation(time.DateTime, s, time.Local); err != nil {
+			return s
+		}
+	}
+	return duration.HumanDuration(now.Sub(t))
 }
 
 func ageOf(m metav1.ObjectMeta, now time.Time) string {

@@ -3,8 +3,10 @@ package edge
 import (
 	"bytes"
 	"context"
+	"database/sql"
 	"encoding/json"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -168,5 +170,310 @@ func TestDebugGetErrors(t *testing.T) {
 			_, err := runDebugGet(t, tt.db, tt.args...)
 			wantErr(t, err, tt.want)
 		})
+	}
+}
+
+// deviceTwinSchema is DeviceTwin's schema, copied from edge/devicetwin/store.go (unexported there): these are
+// KubeEdge's tables, so the test pins the format keadm reads rather than whatever DeviceTwin writes today.
+var deviceTwinSchema = []string{
+	`CREATE TABLE IF NOT EXISTS device (
+		id varchar(64) NOT NULL PRIMARY KEY,
+		name text, description text, state text, last_online text)`,
+	`CREATE TABLE IF NOT EXISTS device_attr (
+		id integer NOT NULL PRIMARY KEY AUTOINCREMENT,
+		deviceid text, name text, description text, value text,
+		optional bool, attr_type text, metadata text)`,
+	`CREATE TABLE IF NOT EXISTS device_twin (
+		id integer NOT NULL PRIMARY KEY AUTOINCREMENT,
+		deviceid text, name text, description text, expected text, actual text,
+		expected_meta text, actual_meta text, expected_version text, actual_version text,
+		optional bool, attr_type text, metadata text)`,
+}
+
+// deviceDB adds DeviceTwin's tables and rows to the MetaManager database of debugDB, as on a real node where
+// both share edgecore.db. schema picks the tables, so a node whose DeviceTwin never ran can be built too.
+func deviceDB(t *testing.T, schema []string, stmts ...string) string {
+	t.Helper()
+	path := debugDB(t)
+	db, err := sql.Open("sqlite3", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	for _, s := range append(slices.Clone(schema), stmts...) {
+		if _, err := db.Exec(s); err != nil {
+			t.Fatalf("%s: %v", s, err)
+		}
+	}
+	return path
+}
+
+// testDevices are written the way DeviceTwin writes them: plain values in expected/actual, JSON in the _meta and
+// _version columns, NULL for a value never set.
+var testDevices = []string{
+	`INSERT INTO device (id, name, description, state, last_online) VALUES
+		('sensor', 'sensor', 'hall sensor', 'online', '2026-03-01T11:55:00Z'),
+		('prod/pump', 'pump', '', 'offline', NULL),
+		('broken', 'broken', NULL, NULL, 'yesterday')`,
+	`INSERT INTO device_twin (deviceid, name, expected, actual, expected_meta, actual_meta, expected_version,
+		actual_version, optional, attr_type, metadata) VALUES
+		('sensor', 'status', 'ON', '13', '{"timestamp":1772366100000}', '{"timestamp":1772366340000}',
+			'{"cloud":3,"edge":0}', '{"cloud":0,"edge":7}', 0, 'string', '{}'),
+		('sensor', 'level', NULL, '0.5', NULL, '{"timestamp":1772366340000}', '{"cloud":0,"edge":0}',
+			'{"cloud":0,"edge":1}', 1, 'float', '{}'),
+		('sensor', 'gone', NULL, NULL, NULL, NULL, NULL, NULL, 1, 'deleted', '{}'),
+		('prod/pump', 'speed', '1200', '1180', '{"timestamp":1772366100000}', '{"timestamp":1772366100000}',
+			NULL, NULL, 0, 'int', '{}'),
+		('broken', 'mode', '{"value":', '{"value":"ON"}', 'not json', '{"timestamp":', 'x', 'y', 0, NULL, NULL),
+		('broken', 'list', 'a,b', 'a b', '{"timestamp":"soon"}', '', NULL, NULL, 0, 'string', NULL),
+		('ghost', 'status', 'ON', 'ON', NULL, NULL, NULL, NULL, 0, 'string', NULL)`,
+}
+
+func TestDebugGetDevices(t *testing.T) {
+	db := deviceDB(t, deviceTwinSchema, testDevices...)
+	noTwins := deviceDB(t, deviceTwinSchema[:1], `INSERT INTO device (id, state) VALUES ('bare', 'unknown')`)
+	noTables := debugDB(t)
+	old := debugNow
+	debugNow = func() time.Time { return testNow }
+	t.Cleanup(func() { debugNow = old })
+
+	tests := []struct {
+		name string
+		db   string
+		args []string
+		want string
+	}{
+		{"list skips namespaced ids of other namespaces", db, []string{"devices"}, `
+NAME     STATE    TWINS                                                      LAST-ONLINE
+broken   <none>   list="a,b"/"a b",mode="{\"value\":"/"{\"value\":\"ON\"}"   yesterday
+sensor   online   level=/0.5,status=ON/13                                    5m
+`},
+		{"all namespaces", db, []string{"device", "-A"}, `
+NAMESPACE   NAME     STATE     TWINS                                                      LAST-ONLINE
+            broken   <none>    list="a,b"/"a b",mode="{\"value\":"/"{\"value\":\"ON\"}"   yesterday
+prod        pump     offline   speed=1200/1180                                            <none>
+            sensor   online    level=/0.5,status=ON/13                                    5m
+`},
+		{"namespace", db, []string{"devices", "-n", "prod"}, `
+NAMESPACE   NAME     STATE     TWINS                                                      LAST-ONLINE
+            broken   <none>    list="a,b"/"a b",mode="{\"value\":"/"{\"value\":\"ON\"}"   yesterday
+prod        pump     offline   speed=1200/1180                                            <none>
+            sensor   online    level=/0.5,status=ON/13                                    5m
+`},
+		{"by name", db, []string{"device", "sensor"}, `
+NAME     STATE    TWINS                     LAST-ONLINE
+sensor   online   level=/0.5,status=ON/13   5m
+`},
+		{"by namespace and name", db, []string{"device", "pump", "-n", "prod"}, `
+NAMESPACE   NAME   STATE     TWINS             LAST-ONLINE
+prod        pump   offline   speed=1200/1180   <none>
+`},
+		{"by id", db, []string{"device", "prod/pump"}, `
+NAMESPACE   NAME   STATE     TWINS             LAST-ONLINE
+prod        pump   offline   speed=1200/1180   <none>
+`},
+		{"no twin table", noTwins, []string{"devices"}, `
+NAME   STATE     TWINS    LAST-ONLINE
+bare   unknown   <none>   <none>
+`},
+		{"no device tables", noTables, []string{"devices"}, "\nNo resources found in " + noTables + "\n"},
+		{"no device tables in all", noTables, []string{"all", "-n", "kube-system"}, `
+NAMESPACE     NAME      READY   STATUS        RESTARTS   AGE
+kube-system   pod/dns   0/1     Terminating   0          30s
+
+NAME         STATUS   AGE    VERSION
+node/edge1   Ready    120m   v1.37.2-tether
+`},
+		{"all", db, []string{"all", "-n", "kube-system"}, `
+NAMESPACE     NAME      READY   STATUS        RESTARTS   AGE
+kube-system   pod/dns   0/1     Terminating   0          30s
+
+NAME         STATUS   AGE    VERSION
+node/edge1   Ready    120m   v1.37.2-tether
+
+NAME            STATE    TWINS                                                      LAST-ONLINE
+device/broken   <none>   list="a,b"/"a b",mode="{\"value\":"/"{\"value\":\"ON\"}"   yesterday
+device/sensor   online   level=/0.5,status=ON/13                                    5m
+`},
+		{"json", db, []string{"device", "sensor", "-o", "json"}, `
+{
+    "apiVersion": "devices.kubeedge.io/v1alpha2",
+    "kind": "Device",
+    "metadata": {
+        "name": "sensor",
+        "labels": {
+            "description": "hall sensor"
+        },
+        "annotations": {
+            "tether.io/device-last-online": "2026-03-01T11:55:00Z",
+            "tether.io/device-state": "online"
+        }
+    },
+    "status": {
+        "twins": [
+            {
+                "propertyName": "level",
+                "desired": {
+                    "value": "",
+                    "metadata": {
+                        "type": "float"
+                    }
+                },
+                "reported": {
+                    "value": "0.5",
+                    "metadata": {
+                        "timestamp": "1772366340000",
+                        "type": "float"
+                    }
+                }
+            },
+            {
+                "propertyName": "status",
+                "desired": {
+                    "value": "ON",
+                    "metadata": {
+                        "timestamp": "1772366100000",
+                        "type": "string"
+                    }
+                },
+                "reported": {
+                    "value": "13",
+                    "metadata": {
+                        "timestamp": "1772366340000",
+                        "type": "string"
+                    }
+                }
+            }
+        ]
+    }
+}
+`},
+		{"yaml", db, []string{"device", "prod/pump", "-o", "yaml"}, `
+apiVersion: devices.kubeedge.io/v1alpha2
+kind: Device
+metadata:
+  annotations:
+    tether.io/device-state: offline
+  name: pump
+  namespace: prod
+status:
+  twins:
+  - desired:
+      metadata:
+        timestamp: "1772366100000"
+        type: int
+      value: "1200"
+    propertyName: speed
+    reported:
+      metadata:
+        timestamp: "1772366100000"
+        type: int
+      value: "1180"
+`},
+		// Values are shown as stored: only the _meta columns are JSON, and a broken one costs the timestamp.
+		{"malformed yaml", db, []string{"device", "broken", "-o", "yaml"}, `
+apiVersion: devices.kubeedge.io/v1alpha2
+kind: Device
+metadata:
+  annotations:
+    tether.io/device-last-online: yesterday
+  name: broken
+status:
+  twins:
+  - desired:
+      metadata:
+        type: string
+      value: a,b
+    propertyName: list
+    reported:
+      metadata:
+        type: string
+      value: a b
+  - desired:
+      metadata:
+        type: string
+      value: '{"value":'
+    propertyName: mode
+    reported:
+      metadata:
+        type: string
+      value: '{"value":"ON"}'
+`},
+		{"no device tables json", noTables, []string{"devices", "-o", "json"}, `
+{
+    "apiVersion": "v1",
+    "items": [],
+    "kind": "List"
+}
+`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			out, err := runDebugGet(t, tt.db, tt.args...)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if want := strings.TrimPrefix(tt.want, "\n"); out != want {
+				t.Errorf("got\n%s\nwant\n%s", out, want)
+			}
+		})
+	}
+}
+
+func TestDebugGetDevicesList(t *testing.T) {
+	db := deviceDB(t, deviceTwinSchema, testDevices...)
+	out, err := runDebugGet(t, db, "devices", "-A", "-o", "json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var list struct {
+		Kind  string
+		Items []debugDevice
+	}
+	if err := json.Unmarshal([]byte(out), &list); err != nil || list.Kind != "List" {
+		t.Fatalf("-o json of several printed %q (%v), want a List", out, err)
+	}
+	var got []string
+	for _, d := range list.Items {
+		got = append(got, d.Metadata.Namespace+"/"+d.Metadata.Name)
+	}
+	if want := []string{"/broken", "prod/pump", "/sensor"}; !slices.Equal(got, want) {
+		t.Errorf("listed %v, want %v", got, want)
+	}
+}
+
+func TestDebugGetDevicesErrors(t *testing.T) {
+	db := deviceDB(t, deviceTwinSchema, testDevices...)
+	noTables := debugDB(t)
+	for _, tt := range []struct {
+		name string
+		db   string
+		args []string
+		want string
+	}{
+		{"unknown", db, []string{"device", "nope"}, `device "nope" not found in ` + db},
+		{"other namespace", db, []string{"device", "pump"}, `device "pump" not found in ` + db},
+		{"wrong id", db, []string{"device", "default/pump", "-A"}, `device "default/pump" not found in ` + db},
+		{"ghost with twins only", db, []string{"device", "ghost"}, `device "ghost" not found in ` + db},
+		{"no device tables", noTables, []string{"device", "sensor"}, `device "sensor" not found in ` + noTables},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := runDebugGet(t, tt.db, tt.args...)
+			wantErr(t, err, tt.want)
+		})
+	}
+}
+
+func TestDebugLastOnline(t *testing.T) {
+	now := time.Date(2026, 3, 1, 12, 0, 0, 0, time.Local)
+	for _, tt := range []struct{ in, want string }{
+		{"", "<none>"},
+		{"2026-03-01 11:00:00", "60m"}, // KubeEdge's layout, in the node's local time
+		{now.Add(-3 * time.Hour).UTC().Format(time.RFC3339), "3h"},
+		{"last tuesday", "last tuesday"},
+	} {
+		if got := lastOnline(tt.in, now); got != tt.want {
+			t.Errorf("lastOnline(%q) = %q, want %q", tt.in, got, tt.want)
+		}
 	}
 }

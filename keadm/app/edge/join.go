@@ -124,6 +124,9 @@ func (o *joinOptions) run(ctx context.Context, cmd *cobra.Command, l paths.Layou
 		containerdConfigs: containerdConfigsFor(k.ContainerRuntimeEndpoint),
 		timeout:           preflightTimeout,
 	}
+	if bus := cfg.Modules.EventBus; bus.Enable && bus.MQTTMode != v1alpha2.MQTTModeExternal {
+		in.embeddedBroker = bus.MQTTServerInternal
+	}
 	if httpURL.Port() == "" {
 		in.certAddr = net.JoinHostPort(httpURL.Hostname(), "443")
 	}

@@ -47,7 +47,9 @@ type preflightInput struct {
 	// construction.
 	cgroupExplicit    bool
 	containerdConfigs []string
-	timeout           time.Duration
+	// embeddedBroker is the address edgecore's own MQTT broker will listen on, "" when it runs none.
+	embeddedBroker string
+	timeout        time.Duration
 }
 
 // runPreflight runs every check whose prerequisites passed and prints one line per failure on errw, so that a
@@ -72,6 +74,9 @@ func runPreflight(ctx context.Context, out, errw io.Writer, in *preflightInput) 
 	if in.cgroupExplicit {
 		run(checkCgroupDriver(in.cgroupDriver, in.containerdConfigs))
 	}
+	if in.embeddedBroker != "" {
+		run(checkBrokerPortFree(in.embeddedBroker))
+	}
 	run(checkReachable(ctx, in.cloudAddr, "websocket", "--cloudcore-ipport", in.timeout, false))
 	certOK := run(checkReachable(ctx, in.certAddr, "certificate", "--certport", in.timeout, true))
 	var ca []byte
@@ -93,6 +98,21 @@ func runPreflight(ctx context.Context, out, errw io.Writer, in *preflightInput) 
 	}
 	fmt.Fprintf(out, "[preflight] %d checks passed\n", passed)
 	return nil
+}
+
+// checkBrokerPortFree refuses a broker port something else holds (often a mosquitto service): edgecore would
+// start, fail to listen, and mappers would talk to the other broker, which edgecore never hears.
+func checkBrokerPortFree(broker string) error {
+	u, err := url.Parse(broker)
+	if err != nil || u.Host == "" {
+		return fmt.Errorf("embedded MQTT broker address %q is not a URL like tcp://127.0.0.1:1883", broker)
+	}
+	ln, err := net.Listen("tcp", u.Host)
+	if err != nil {
+		return fmt.Errorf("the embedded MQTT broker cannot listen on %s (%v): stop the broker that holds it "+
+			"(systemctl stop mosquitto), or drop --with-mqtt to use that broker", u.Host, unwrapOpError(err))
+	}
+	return ln.Close()
 }
 
 // checkNotJoined refuses to overwrite a node that is joined or still running.

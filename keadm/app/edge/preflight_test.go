@@ -222,6 +222,32 @@ func TestCheckRuntimeSocket(t *testing.T) {
 	}
 }
 
+func TestCheckBrokerPortFree(t *testing.T) {
+	held, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer held.Close()
+	free, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	freeAddr := free.Addr().String()
+	free.Close()
+	for _, tc := range []struct {
+		broker, want string
+	}{
+		{"tcp://" + freeAddr, ""},
+		{"tcp://" + held.Addr().String(), "systemctl stop mosquitto"},
+		{"not a url", "not a URL"},
+	} {
+		err := checkBrokerPortFree(tc.broker)
+		if tc.want == "" && err != nil || tc.want != "" && (err == nil || !strings.Contains(err.Error(), tc.want)) {
+			t.Errorf("checkBrokerPortFree(%q) = %v, want %q", tc.broker, err, tc.want)
+		}
+	}
+}
+
 func TestCheckNotJoined(t *testing.T) {
 	dir := t.TempDir()
 	cfg := filepath.Join(dir, "edgecore.yaml")

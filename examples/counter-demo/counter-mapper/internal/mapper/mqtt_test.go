@@ -36,6 +36,10 @@ type fakeEdge struct {
 	addr   string
 	topics Topics
 
+	// order is held from reading the twin to queueing what was built from it, so that replies leave in the
+	// order the twin changed, as with DeviceTwin's single worker: a delta built before a command must not be
+	// published after that command's delta.
+	order      sync.Mutex
 	mu         sync.Mutex
 	srv        *mqttserver.Server
 	expected   string
@@ -163,6 +167,8 @@ func (e *fakeEdge) twinJSON() map[string]any {
 }
 
 func (e *fakeEdge) onGet(_ *mqttserver.Client, _ packets.Subscription, _ packets.Packet) {
+	e.order.Lock()
+	defer e.order.Unlock()
 	e.mu.Lock()
 	e.gets++
 	var body []byte
@@ -187,6 +193,8 @@ func (e *fakeEdge) onUpdate(_ *mqttserver.Client, _ packets.Subscription, pk pac
 	}
 	err := json.Unmarshal(pk.Payload, &msg)
 	st, ok := msg.Twin["status"]
+	e.order.Lock()
+	defer e.order.Unlock()
 	now := time.Now()
 	e.mu.Lock()
 	if err != nil || !ok || msg.EventID == nil || *msg.EventID != "" || st.Actual == nil || st.Actual.Value == nil ||
@@ -218,6 +226,8 @@ func (e *fakeEdge) onUpdate(_ *mqttserver.Client, _ packets.Subscription, pk pac
 
 // command changes the expected value as a cloud sync does, and publishes the delta.
 func (e *fakeEdge) command(value string) {
+	e.order.Lock()
+	defer e.order.Unlock()
 	e.mu.Lock()
 	e.expected = value
 	delta, _ := json.Marshal(map[string]any{"event_id": "c", "timestamp": time.Now().UnixMilli(), "twin": e.twinJSON(),
