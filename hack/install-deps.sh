@@ -15,6 +15,7 @@ declare -A PKG_OF=(
   [runc]=runc
   [mosquitto]=mosquitto [mosquitto_pub]=mosquitto-clients [mosquitto_sub]=mosquitto-clients  # MQTT broker for eventbus tests
   [systemd-analyze]=systemd  # checks the unit files keadm installs
+  [ip]=iproute2 [nsenter]=util-linux  # a second edge "host" in its own network namespace (keadm two-node test)
   [chromium]=chromium  # headless browser for the counter demo's browser test (never a downloaded one)
   # hack/crossbuild.sh: cgo cross compilers for linux/arm64 and linux/arm (armhf); g++ is listed for what it
   # depends on, libc6-dev-{arm64,armhf}-cross (headers, libc.a), which gcc only recommends and which has no command

@@ -21,6 +21,7 @@ import (
 	"github.com/tether-edge/tether/pkg/beehive/model"
 	"github.com/tether-edge/tether/pkg/modules"
 	"github.com/tether-edge/tether/pkg/resource"
+	"github.com/tether-edge/tether/pkg/twin"
 )
 
 // Event reasons.
@@ -245,11 +246,11 @@ func (d *downstream) upsert(ctx context.Context, dev *v1alpha2.Device) {
 	switch {
 	case prev == nil:
 		klog.V(2).InfoS("Binding device to node", "device", klog.KObj(dev), "node", node)
-		d.sendMembership(ctx, node, []edgeDevice{d.fullDevice(cur)}, nil)
+		d.sendMembership(ctx, node, []twin.Device{d.fullDevice(cur)}, nil)
 	case prev.node != node:
 		klog.V(2).InfoS("Moving device to another node", "device", klog.KObj(dev), "from", prev.node, "to", node)
 		d.unannounce(ctx, prev)
-		d.sendMembership(ctx, node, []edgeDevice{d.fullDevice(cur)}, nil)
+		d.sendMembership(ctx, node, []twin.Device{d.fullDevice(cur)}, nil)
 	default:
 		if twins := d.changedTwins(prev.twins, cur); len(twins) > 0 {
 			d.sendCloudUpdated(ctx, node, dev.Name, twins)
@@ -293,7 +294,7 @@ func (d *downstream) resync(ctx context.Context, node string) {
 		}
 	}
 	slices.SortFunc(list, func(a, b *announcement) int { return compareKeys(keyOf(a.device), keyOf(b.device)) })
-	devs := make([]edgeDevice, 0, len(list))
+	devs := make([]twin.Device, 0, len(list))
 	for _, a := range list {
 		devs = append(devs, d.fullDevice(a))
 	}
@@ -303,7 +304,7 @@ func (d *downstream) resync(ctx context.Context, node string) {
 		klog.ErrorS(err, "Cannot address membership detail", "node", node)
 		return
 	}
-	d.r.send(ctx, d.message(res, membershipDetail{baseMessage: d.base(), Devices: devs}))
+	d.r.send(ctx, d.message(res, twin.MembershipDetail{BaseMessage: d.base(), Devices: devs}))
 	if len(devs) > 0 {
 		d.sendMembership(ctx, node, devs, nil)
 	}
@@ -312,68 +313,68 @@ func (d *downstream) resync(ctx context.Context, node string) {
 // unannounce removes a's device from its node. Edges know devices by bare name, so a same-named device from another
 // namespace on that node goes with it; it is announced again right after.
 func (d *downstream) unannounce(ctx context.Context, a *announcement) {
-	d.sendMembership(ctx, a.node, nil, []edgeDevice{removedDevice(a.device)})
+	d.sendMembership(ctx, a.node, nil, []twin.Device{removedDevice(a.device)})
 	for _, other := range d.announced {
 		if other != a && other.node == a.node && other.device.Name == a.device.Name {
 			klog.InfoS("Re-announcing device that shares its name with a removed one", "device", klog.KObj(other.device), "node", a.node)
-			d.sendMembership(ctx, a.node, []edgeDevice{d.fullDevice(other)}, nil)
+			d.sendMembership(ctx, a.node, []twin.Device{d.fullDevice(other)}, nil)
 			return
 		}
 	}
 }
 
-func (d *downstream) sendMembership(ctx context.Context, node string, added, removed []edgeDevice) {
+func (d *downstream) sendMembership(ctx context.Context, node string, added, removed []twin.Device) {
 	res, err := resource.BuildMembership(node)
 	if err != nil {
 		klog.ErrorS(err, "Cannot address membership update", "node", node)
 		return
 	}
-	content := membershipUpdate{baseMessage: d.base(), AddedDevices: added, RemovedDevices: removed}
+	content := twin.MembershipUpdate{BaseMessage: d.base(), AddedDevices: added, RemovedDevices: removed}
 	if content.AddedDevices == nil {
-		content.AddedDevices = []edgeDevice{}
+		content.AddedDevices = []twin.Device{}
 	}
 	if content.RemovedDevices == nil {
-		content.RemovedDevices = []edgeDevice{}
+		content.RemovedDevices = []twin.Device{}
 	}
 	d.r.send(ctx, d.message(res, content))
 }
 
-func (d *downstream) sendCloudUpdated(ctx context.Context, node, device string, twins map[string]*msgTwin) {
+func (d *downstream) sendCloudUpdated(ctx context.Context, node, device string, twins map[string]*twin.MsgTwin) {
 	res, err := resource.BuildDevice(node, "", device, resource.TypeTwinCloudUpdated)
 	if err != nil {
 		klog.ErrorS(err, "Cannot address twin update", "node", node, "device", device)
 		return
 	}
-	d.r.send(ctx, d.message(res, twinUpdate{baseMessage: d.base(), Twin: twins}))
+	d.r.send(ctx, d.message(res, twin.DeviceTwinUpdate{BaseMessage: d.base(), Twin: twins}))
 }
 
 func (d *downstream) message(res string, content any) *model.Message {
 	return model.NewMessage("").BuildRouter(modules.DeviceController, model.GroupTwin, res, model.UpdateOperation).FillBody(content)
 }
 
-func (d *downstream) base() baseMessage {
-	return baseMessage{EventID: uuid.NewString(), Timestamp: d.r.now().UnixMilli()}
+func (d *downstream) base() twin.BaseMessage {
+	return twin.BaseMessage{EventID: uuid.NewString(), Timestamp: d.r.now().UnixMilli()}
 }
 
 // fullDevice is a's device as a membership entry with all its twins.
-func (d *downstream) fullDevice(a *announcement) edgeDevice {
+func (d *downstream) fullDevice(a *announcement) twin.Device {
 	version, ts := cloudVersion(a.device), d.r.now().UnixMilli()
-	twins := make(map[string]*msgTwin, len(a.twins))
+	twins := make(map[string]*twin.MsgTwin, len(a.twins))
 	for name, t := range a.twins {
 		twins[name] = edgeTwin(t, version, ts)
 	}
-	return edgeDevice{ID: a.device.Name, Name: a.device.Name, Description: a.device.Labels["description"], Twin: twins}
+	return twin.Device{ID: a.device.Name, Name: a.device.Name, Description: a.device.Labels["description"], Twin: twins}
 }
 
 // removedDevice is a membership entry naming dev; edges remove by ID.
-func removedDevice(dev *v1alpha2.Device) edgeDevice {
-	return edgeDevice{ID: dev.Name, Name: dev.Name, Description: dev.Labels["description"]}
+func removedDevice(dev *v1alpha2.Device) twin.Device {
+	return twin.Device{ID: dev.Name, Name: dev.Name, Description: dev.Labels["description"]}
 }
 
 // changedTwins returns the twins of cur that differ from prev, and prev's twins cur lacks as type "deleted".
-func (d *downstream) changedTwins(prev map[string]desiredTwin, cur *announcement) map[string]*msgTwin {
+func (d *downstream) changedTwins(prev map[string]desiredTwin, cur *announcement) map[string]*twin.MsgTwin {
 	version, ts := cloudVersion(cur.device), d.r.now().UnixMilli()
-	out := make(map[string]*msgTwin)
+	out := make(map[string]*twin.MsgTwin)
 	for name, t := range cur.twins {
 		if p, ok := prev[name]; !ok || p != t {
 			out[name] = edgeTwin(t, version, ts)
@@ -381,19 +382,19 @@ func (d *downstream) changedTwins(prev map[string]desiredTwin, cur *announcement
 	}
 	for name, p := range prev {
 		if _, ok := cur.twins[name]; !ok {
-			out[name] = edgeTwin(desiredTwin{value: p.value, typ: typeDeleted}, version, ts)
+			out[name] = edgeTwin(desiredTwin{value: p.value, typ: twin.TypeDeleted}, version, ts)
 		}
 	}
 	return out
 }
 
-func edgeTwin(t desiredTwin, version, ts int64) *msgTwin {
+func edgeTwin(t desiredTwin, version, ts int64) *twin.MsgTwin {
 	value, optional := t.value, false
-	return &msgTwin{
-		Expected:        &twinValue{Value: &value, Metadata: &valueMetadata{Timestamp: ts}},
+	return &twin.MsgTwin{
+		Expected:        &twin.Value{Value: &value, Metadata: &twin.ValueMetadata{Timestamp: ts}},
 		Optional:        &optional,
-		Metadata:        &typeMetadata{Type: t.typ},
-		ExpectedVersion: &twinVersion{Cloud: version},
+		Metadata:        &twin.TypeMetadata{Type: t.typ},
+		ExpectedVersion: &twin.Version{CloudVersion: version},
 	}
 }
 
@@ -438,17 +439,17 @@ func (d *downstream) desiredTwins(dev *v1alpha2.Device) map[string]desiredTwin {
 func propertyType(props []v1alpha2.DeviceProperty, name string) string {
 	i := slices.IndexFunc(props, func(p v1alpha2.DeviceProperty) bool { return p.Name == name })
 	if i < 0 {
-		return typeString
+		return twin.TypeString
 	}
 	switch t := props[i].Type; {
 	case t.Int != nil:
-		return typeInt
+		return twin.TypeInt
 	case t.Double != nil, t.Float != nil:
-		return typeFloat
+		return twin.TypeFloat
 	case t.Boolean != nil:
-		return typeBoolean
+		return twin.TypeBoolean
 	}
-	return typeString
+	return twin.TypeString
 }
 
 func modelName(dev *v1alpha2.Device) string {

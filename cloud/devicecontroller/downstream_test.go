@@ -12,6 +12,7 @@ import (
 	"github.com/tether-edge/tether/pkg/apis/devices/v1alpha2"
 	"github.com/tether-edge/tether/pkg/beehive/model"
 	"github.com/tether-edge/tether/pkg/modules"
+	"github.com/tether-edge/tether/pkg/twin"
 )
 
 // The tutorial's Device on edge1 is announced with its twin and the resourceVersion as cloud version.
@@ -54,7 +55,7 @@ func TestDesiredChanges(t *testing.T) {
 		},
 		{
 			name:   "twin added",
-			change: func(d *v1alpha2.Device) { d.Status.Twins = append(d.Status.Twins, twin("mode", "auto", "")) },
+			change: func(d *v1alpha2.Device) { d.Status.Twins = append(d.Status.Twins, deviceTwin("mode", "auto", "")) },
 			want: `{"event_id":"ID","timestamp":%[1]d,"twin":{"mode":{"expected":{"value":"auto","metadata":{"timestamp":%[1]d}},
 				"optional":false,"metadata":{"type":"string"},"expected_version":{"cloud":1000,"edge":0}}}}`,
 		},
@@ -77,7 +78,7 @@ func TestDesiredChanges(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			dev := device("counter", "edge1", twin("status", "OFF", "string"), twin("limit", "10", "int"))
+			dev := device("counter", "edge1", deviceTwin("status", "OFF", "string"), deviceTwin("limit", "10", "int"))
 			h := start(t, interceptor.Funcs{}, seedModel(t), dev)
 			h.waitFor("membership", func(m model.Message) bool { return m.Router.Resource == "node/edge1/membership" })
 			d := h.get("counter")
@@ -189,7 +190,7 @@ func TestInvalidNodeSelector(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			h := start(t, interceptor.Funcs{})
-			d := device("bad", "x", twin("status", "OFF", "string"))
+			d := device("bad", "x", deviceTwin("status", "OFF", "string"))
 			d.Spec.NodeSelector = tc.selector
 			must(t, h.kube.Create(h.ctx, d))
 			h.barrier()
@@ -261,7 +262,7 @@ func checkEvents(t *testing.T, h *harness, device, want string) {
 // A connecting node gets its complete device list again: as membership/detail (a replacement, so devices it
 // should no longer have go) and as a membership update.
 func TestConnectedResync(t *testing.T) {
-	other := device("other", "edge2", twin("status", "ON", "string"))
+	other := device("other", "edge2", deviceTwin("status", "ON", "string"))
 	h := start(t, interceptor.Funcs{}, seedModel(t), seedDevice(t), other)
 	h.waitFor("membership", func(m model.Message) bool { return m.Router.Resource == "node/edge1/membership" })
 	h.waitFor("membership", func(m model.Message) bool { return m.Router.Resource == "node/edge2/membership" })
@@ -303,9 +304,9 @@ func TestModelTypes(t *testing.T) {
 	model1 := seedModel(t)
 	model1.Spec.Properties = append(model1.Spec.Properties,
 		v1alpha2.DeviceProperty{Name: "temp", Type: v1alpha2.PropertyType{Double: &v1alpha2.PropertyTypeDouble{AccessMode: v1alpha2.ReadOnly}}})
-	h := start(t, interceptor.Funcs{}, model1, device("thermo", "edge1", twin("temp", "", ""), twin("status", "OFF", "")))
+	h := start(t, interceptor.Funcs{}, model1, device("thermo", "edge1", deviceTwin("temp", "", ""), deviceTwin("status", "OFF", "")))
 	m := h.waitFor("membership", func(m model.Message) bool { return m.Router.Resource == "node/edge1/membership" })
-	var c membershipUpdate
+	var c twin.MembershipUpdate
 	must(t, m.UnmarshalContent(&c))
 	if got := c.AddedDevices[0].Twin["temp"].Metadata.Type; got != "float" {
 		t.Errorf("double property announced as %q, want float", got)
@@ -327,9 +328,9 @@ func TestModelTypes(t *testing.T) {
 
 // Edges know devices by bare name: removing one of two same-named devices on a node announces the other again.
 func TestSameNameOnOneNode(t *testing.T) {
-	lab := device("dup", "edge1", twin("status", "LAB", "string"))
+	lab := device("dup", "edge1", deviceTwin("status", "LAB", "string"))
 	lab.Namespace = "lab"
-	h := start(t, interceptor.Funcs{}, device("dup", "edge1", twin("status", "OFF", "string")), lab)
+	h := start(t, interceptor.Funcs{}, device("dup", "edge1", deviceTwin("status", "OFF", "string")), lab)
 	must(t, h.kube.Delete(h.ctx, h.get("dup")))
 	h.barrier()
 	msgs := h.messages("node/edge1/")

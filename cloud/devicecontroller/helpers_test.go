@@ -26,6 +26,7 @@ import (
 	"github.com/tether-edge/tether/pkg/beehive"
 	"github.com/tether-edge/tether/pkg/beehive/model"
 	"github.com/tether-edge/tether/pkg/modules"
+	"github.com/tether-edge/tether/pkg/twin"
 )
 
 func TestMain(m *testing.M) {
@@ -188,7 +189,7 @@ func (h *harness) barrier() {
 		if m.Router.Resource != "node/barrier/membership" {
 			return false
 		}
-		var c membershipUpdate
+		var c twin.MembershipUpdate
 		return m.UnmarshalContent(&c) == nil && len(c.AddedDevices) == 1 && c.AddedDevices[0].ID == name
 	})
 }
@@ -296,7 +297,7 @@ func selector(values ...string) *corev1.NodeSelector {
 	}}}
 }
 
-func twin(name, desired, typ string) v1alpha2.Twin {
+func deviceTwin(name, desired, typ string) v1alpha2.Twin {
 	t := v1alpha2.Twin{PropertyName: name, Desired: v1alpha2.TwinProperty{Value: desired}}
 	if typ != "" {
 		t.Desired.Metadata = map[string]string{"type": typ}

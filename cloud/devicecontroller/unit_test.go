@@ -8,6 +8,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 
 	"github.com/tether-edge/tether/pkg/apis/devices/v1alpha2"
+	"github.com/tether-edge/tether/pkg/twin"
 )
 
 func TestNodeOf(t *testing.T) {
@@ -57,20 +58,20 @@ func TestApplyReported(t *testing.T) {
 	}
 	tests := []struct {
 		name    string
-		twins   map[string]*msgTwin
+		twins   map[string]*twin.MsgTwin
 		changed bool
 		want    v1alpha2.TwinProperty // reported of "p"
 	}{
-		{"same value and metadata", map[string]*msgTwin{"p": {Actual: &twinValue{Value: str("1"), Metadata: &valueMetadata{Timestamp: 5}}}},
+		{"same value and metadata", map[string]*twin.MsgTwin{"p": {Actual: &twin.Value{Value: str("1"), Metadata: &twin.ValueMetadata{Timestamp: 5}}}},
 			false, v1alpha2.TwinProperty{Value: "1", Metadata: map[string]string{"type": "string", "timestamp": "5", "unit": "C"}}},
-		{"new value keeps other metadata", map[string]*msgTwin{"p": {Actual: &twinValue{Value: str("2"), Metadata: &valueMetadata{Timestamp: 6}},
-			Metadata: &typeMetadata{Type: "int"}}},
+		{"new value keeps other metadata", map[string]*twin.MsgTwin{"p": {Actual: &twin.Value{Value: str("2"), Metadata: &twin.ValueMetadata{Timestamp: 6}},
+			Metadata: &twin.TypeMetadata{Type: "int"}}},
 			true, v1alpha2.TwinProperty{Value: "2", Metadata: map[string]string{"type": "int", "timestamp": "6", "unit": "C"}}},
-		{"null actual", map[string]*msgTwin{"p": {Actual: &twinValue{}}},
+		{"null actual", map[string]*twin.MsgTwin{"p": {Actual: &twin.Value{}}},
 			false, v1alpha2.TwinProperty{Value: "1", Metadata: map[string]string{"type": "string", "timestamp": "5", "unit": "C"}}},
-		{"deleted twin", map[string]*msgTwin{"p": {Actual: &twinValue{Value: str("")}, Metadata: &typeMetadata{Type: typeDeleted}}},
+		{"deleted twin", map[string]*twin.MsgTwin{"p": {Actual: &twin.Value{Value: str("")}, Metadata: &twin.TypeMetadata{Type: twin.TypeDeleted}}},
 			false, v1alpha2.TwinProperty{Value: "1", Metadata: map[string]string{"type": "string", "timestamp": "5", "unit": "C"}}},
-		{"nil twin", map[string]*msgTwin{"p": nil},
+		{"nil twin", map[string]*twin.MsgTwin{"p": nil},
 			false, v1alpha2.TwinProperty{Value: "1", Metadata: map[string]string{"type": "string", "timestamp": "5", "unit": "C"}}},
 	}
 	for _, tc := range tests {

@@ -20,6 +20,7 @@ import (
 	"github.com/tether-edge/tether/pkg/beehive/model"
 	"github.com/tether-edge/tether/pkg/modules"
 	"github.com/tether-edge/tether/pkg/resource"
+	"github.com/tether-edge/tether/pkg/twin"
 )
 
 // Annotations recording the state an edge reports for a device: v1alpha2 has no status field for it.
@@ -130,7 +131,7 @@ func (u *upstream) reply(ctx context.Context, req upstreamReq, content any) {
 // with the resourceVersion it read, so a concurrent change of desired values makes the patch fail with a conflict
 // and the report is re-applied on the fresh object instead of writing back a stale desired value.
 func (u *upstream) updateReported(ctx context.Context, req upstreamReq) error {
-	var upd twinUpdate
+	var upd twin.DeviceTwinUpdate
 	if err := req.msg.UnmarshalContent(&upd); err != nil {
 		return fmt.Errorf("%w: twin report for device %q: %w", errRejected, req.dev.ID(), err)
 	}
@@ -156,11 +157,11 @@ func (u *upstream) updateReported(ctx context.Context, req upstreamReq) error {
 
 // applyReported copies actual values into dev's reported twins, adding a twin for a property the Device does not
 // list yet. Desired values are never touched. It reports whether anything changed.
-func applyReported(dev *v1alpha2.Device, twins map[string]*msgTwin) bool {
+func applyReported(dev *v1alpha2.Device, twins map[string]*twin.MsgTwin) bool {
 	changed := false
 	for _, name := range slices.Sorted(maps.Keys(twins)) {
 		t := twins[name]
-		if name == "" || t == nil || t.Actual == nil || t.Actual.Value == nil || (t.Metadata != nil && t.Metadata.Type == typeDeleted) {
+		if name == "" || t == nil || t.Actual == nil || t.Actual.Value == nil || (t.Metadata != nil && t.Metadata.Type == twin.TypeDeleted) {
 			continue
 		}
 		i := slices.IndexFunc(dev.Status.Twins, func(tw v1alpha2.Twin) bool { return tw.PropertyName == name })
@@ -191,7 +192,7 @@ func applyReported(dev *v1alpha2.Device, twins map[string]*msgTwin) bool {
 // updateState records a state/update report as annotations. A merge patch of two annotation keys touches nothing
 // else, so it needs no concurrency check.
 func (u *upstream) updateState(ctx context.Context, req upstreamReq) error {
-	var upd deviceStateUpdate
+	var upd stateReport
 	if err := req.msg.UnmarshalContent(&upd); err != nil {
 		return fmt.Errorf("%w: state report for device %q: %w", errRejected, req.dev.ID(), err)
 	}

@@ -15,6 +15,7 @@ import (
 	"github.com/tether-edge/tether/pkg/apis/devices/v1alpha2"
 	"github.com/tether-edge/tether/pkg/beehive/model"
 	"github.com/tether-edge/tether/pkg/modules"
+	"github.com/tether-edge/tether/pkg/twin"
 )
 
 // edgeReport is a message as DeviceTwin sends it and CloudHub forwards it: source twin, node prefix added, the
@@ -109,7 +110,7 @@ func TestEdgeUpdatedConcurrentDesired(t *testing.T) {
 	u := h.waitFor("cloud_updated", func(m model.Message) bool {
 		return m.Router.Resource == "node/edge1/device/counter/twin/cloud_updated"
 	})
-	var c twinUpdate
+	var c twin.DeviceTwinUpdate
 	must(t, u.UnmarshalContent(&c))
 	if v := c.Twin["status"].Expected.Value; v == nil || *v != "ON" {
 		t.Errorf("cloud_updated expected = %v, want ON", v)
@@ -217,7 +218,7 @@ func TestStateUpdate(t *testing.T) {
 // A device name used in two namespaces on one node resolves to "default"; elsewhere it is ambiguous.
 func TestResolveByName(t *testing.T) {
 	inNS := func(ns, name, node string) *v1alpha2.Device {
-		d := device(name, node, twin("status", "OFF", "string"))
+		d := device(name, node, deviceTwin("status", "OFF", "string"))
 		d.Namespace = ns
 		return d
 	}

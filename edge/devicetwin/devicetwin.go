@@ -35,6 +35,7 @@ import (
 	"github.com/tether-edge/tether/pkg/beehive/model"
 	"github.com/tether-edge/tether/pkg/modules"
 	"github.com/tether-edge/tether/pkg/resource"
+	"github.com/tether-edge/tether/pkg/twin"
 )
 
 // DefaultResendInterval is how long a report may stay unconfirmed before it
@@ -333,7 +334,7 @@ func (r *run) publish(ctx context.Context, topic string, v any) {
 
 func (r *run) publishError(ctx context.Context, topic, eventID string, code int, err error) {
 	klog.V(2).InfoS("Answering request with an error", "topic", topic, "code", code, "err", err)
-	r.publish(ctx, topic, ErrorResult{BaseMessage: BaseMessage{EventID: eventID, Timestamp: nowMs()},
+	r.publish(ctx, topic, ErrorResult{BaseMessage: twin.BaseMessage{EventID: eventID, Timestamp: nowMs()},
 		Code: code, Reason: err.Error()})
 }
 
@@ -342,7 +343,7 @@ func errUnknownDevice(id string) error { return fmt.Errorf("device %q does not e
 // twinUpdate handles $hw/events/device/{id}/twin/update from a mapper or app.
 func (r *run) twinUpdate(ctx context.Context, id string, payload []byte) {
 	topic := deviceTopicPrefix + id + suffixTwinUpdateResult
-	var req DeviceTwinUpdate
+	var req twin.DeviceTwinUpdate
 	if err := json.Unmarshal(payload, &req); err != nil {
 		r.publishError(ctx, topic, "", CodeBadRequest, fmt.Errorf("malformed twin update: %w", err))
 		return
@@ -366,13 +367,13 @@ func (r *run) twinUpdate(ctx context.Context, id string, payload []byte) {
 		r.publishError(ctx, topic, req.EventID, CodeInternal, err)
 		return
 	}
-	r.publish(ctx, topic, DeviceTwinUpdate{BaseMessage: BaseMessage{EventID: req.EventID, Timestamp: nowMs()}, Twin: out.result})
+	r.publish(ctx, topic, twin.DeviceTwinUpdate{BaseMessage: twin.BaseMessage{EventID: req.EventID, Timestamp: nowMs()}, Twin: out.result})
 	r.publishChanges(ctx, dev, req.EventID, out)
 }
 
 // cloudSync applies desired values from the cloud (twin/cloud_updated).
 func (r *run) cloudSync(ctx context.Context, id string, payload []byte) {
-	var req DeviceTwinUpdate
+	var req twin.DeviceTwinUpdate
 	if err := json.Unmarshal(payload, &req); err != nil {
 		klog.InfoS("Ignoring malformed cloud twin update", "device", id, "err", err)
 		return
@@ -421,18 +422,18 @@ func (r *run) publishChanges(ctx context.Context, dev *device, eventID string, o
 		return
 	}
 	r.publish(ctx, deviceTopicPrefix+dev.ID+suffixTwinUpdateDocument,
-		DeviceTwinDocument{BaseMessage: BaseMessage{EventID: eventID, Timestamp: nowMs()}, Twin: out.document})
+		DeviceTwinDocument{BaseMessage: twin.BaseMessage{EventID: eventID, Timestamp: nowMs()}, Twin: out.document})
 	all, d := delta(dev.Twins)
 	if len(d) == 0 {
 		return
 	}
 	r.publish(ctx, deviceTopicPrefix+dev.ID+suffixTwinUpdateDelta,
-		DeviceTwinDelta{BaseMessage: BaseMessage{EventID: uuid.NewString(), Timestamp: nowMs()}, Twin: all, Delta: d})
+		DeviceTwinDelta{BaseMessage: twin.BaseMessage{EventID: uuid.NewString(), Timestamp: nowMs()}, Twin: all, Delta: d})
 }
 
 // readRequest decodes an optional {"event_id","timestamp"} payload.
-func readRequest(payload []byte) (BaseMessage, error) {
-	var req BaseMessage
+func readRequest(payload []byte) (twin.BaseMessage, error) {
+	var req twin.BaseMessage
 	if len(bytes.TrimSpace(payload)) == 0 {
 		return req, nil
 	}
@@ -455,12 +456,12 @@ func (r *run) twinGet(ctx context.Context, id string, payload []byte) {
 		r.publishError(ctx, topic, req.EventID, CodeNotFound, errUnknownDevice(id))
 		return
 	}
-	r.publish(ctx, topic, DeviceTwinUpdate{BaseMessage: BaseMessage{EventID: req.EventID, Timestamp: nowMs()},
+	r.publish(ctx, topic, twin.DeviceTwinUpdate{BaseMessage: twin.BaseMessage{EventID: req.EventID, Timestamp: nowMs()},
 		Twin: liveTwins(dev.Twins)})
 }
 
-func liveTwins(twins map[string]twin) map[string]*MsgTwin {
-	out := map[string]*MsgTwin{}
+func liveTwins(twins map[string]twinRow) map[string]*twin.MsgTwin {
+	out := map[string]*twin.MsgTwin{}
 	for k, t := range twins {
 		if !t.deleted() {
 			out[k] = t.msg(false)
@@ -494,8 +495,8 @@ func (r *run) stateUpdate(ctx context.Context, id string, payload []byte) {
 	if online {
 		lastOnline = now.UTC().Format(time.RFC3339)
 	}
-	result := DeviceStateResult{BaseMessage: BaseMessage{EventID: req.EventID, Timestamp: now.UnixMilli()},
-		Device: DeviceState{Name: dev.Name, State: state, LastOnline: lastOnline}}
+	result := twin.DeviceStateResult{BaseMessage: twin.BaseMessage{EventID: req.EventID, Timestamp: now.UnixMilli()},
+		Device: twin.DeviceState{Name: dev.Name, State: state, LastOnline: lastOnline}}
 	content, err := json.Marshal(result)
 	if err != nil {
 		r.publishError(ctx, topic, req.EventID, CodeInternal, err)
@@ -531,22 +532,22 @@ func (r *run) membershipGet(ctx context.Context, node string, payload []byte) {
 		r.publishError(ctx, topic, "", CodeBadRequest, err)
 		return
 	}
-	devs := make([]Device, 0, len(r.devices))
+	devs := make([]twin.Device, 0, len(r.devices))
 	for _, id := range slices.Sorted(maps.Keys(r.devices)) {
 		d := r.devices[id]
-		devs = append(devs, Device{ID: d.ID, Name: d.Name, Description: d.Description, State: d.State,
+		devs = append(devs, twin.Device{ID: d.ID, Name: d.Name, Description: d.Description, State: d.State,
 			LastOnline: d.LastOnline, Attributes: msgAttrs(d.Attrs)})
 	}
-	r.publish(ctx, topic, MembershipGetResult{BaseMessage: BaseMessage{EventID: req.EventID, Timestamp: nowMs()}, Devices: devs})
+	r.publish(ctx, topic, twin.MembershipDetail{BaseMessage: twin.BaseMessage{EventID: req.EventID, Timestamp: nowMs()}, Devices: devs})
 }
 
-func msgAttrs(attrs map[string]attr) map[string]*MsgAttr {
+func msgAttrs(attrs map[string]attr) map[string]*twin.MsgAttr {
 	if len(attrs) == 0 {
 		return nil
 	}
-	out := make(map[string]*MsgAttr, len(attrs))
+	out := make(map[string]*twin.MsgAttr, len(attrs))
 	for k, a := range attrs {
-		out[k] = &MsgAttr{Value: a.Value, Optional: ptr(a.Optional), Metadata: &TypeMetadata{Type: a.Type}}
+		out[k] = &twin.MsgAttr{Value: a.Value, Optional: ptr(a.Optional), Metadata: &twin.TypeMetadata{Type: a.Type}}
 	}
 	return out
 }
@@ -554,30 +555,30 @@ func msgAttrs(attrs map[string]attr) map[string]*MsgAttr {
 // membership applies the cloud's membership update: devices bound to or
 // unbound from this node.
 func (r *run) membership(ctx context.Context, msg model.Message) {
-	var mu MembershipUpdate
+	var mu twin.MembershipUpdate
 	if err := msg.UnmarshalContent(&mu); err != nil {
 		klog.InfoS("Ignoring malformed membership update", "message", msg.String(), "err", err)
 		return
 	}
-	published := MembershipUpdate{BaseMessage: BaseMessage{EventID: mu.EventID, Timestamp: nowMs()},
-		AddDevices: []Device{}, RemoveDevices: []Device{}}
-	for _, d := range mu.AddDevices {
+	published := twin.MembershipUpdate{BaseMessage: twin.BaseMessage{EventID: mu.EventID, Timestamp: nowMs()},
+		AddedDevices: []twin.Device{}, RemovedDevices: []twin.Device{}}
+	for _, d := range mu.AddedDevices {
 		if dev, ok := r.addDevice(ctx, mu.EventID, d); ok {
-			published.AddDevices = append(published.AddDevices, dev)
+			published.AddedDevices = append(published.AddedDevices, dev)
 		}
 	}
-	for _, d := range mu.RemoveDevices {
+	for _, d := range mu.RemovedDevices {
 		if dev, ok := r.removeDevice(ctx, d); ok {
-			published.RemoveDevices = append(published.RemoveDevices, dev)
+			published.RemovedDevices = append(published.RemovedDevices, dev)
 		}
 	}
-	if len(published.AddDevices)+len(published.RemoveDevices) == 0 {
+	if len(published.AddedDevices)+len(published.RemovedDevices) == 0 {
 		return
 	}
 	r.publish(ctx, nodeTopicPrefix+r.nodeName+suffixMembershipUpdated, published)
 }
 
-func deviceID(d Device) string {
+func deviceID(d twin.Device) string {
 	if d.ID != "" {
 		return d.ID
 	}
@@ -587,15 +588,15 @@ func deviceID(d Device) string {
 // addDevice stores a device added to this node, or applies its twins and
 // attributes with cloud semantics if it is known, and returns it as apps
 // see it.
-func (r *run) addDevice(ctx context.Context, eventID string, d Device) (Device, bool) {
+func (r *run) addDevice(ctx context.Context, eventID string, d twin.Device) (twin.Device, bool) {
 	id := deviceID(d)
 	if err := validateDeviceID(id); err != nil {
 		klog.InfoS("Ignoring added device", "err", err)
-		return Device{}, false
+		return twin.Device{}, false
 	}
 	old := r.devices[id]
 	dev := &device{ID: id, Name: d.Name, Description: d.Description, State: d.State,
-		Attrs: map[string]attr{}, Twins: map[string]twin{}}
+		Attrs: map[string]attr{}, Twins: map[string]twinRow{}}
 	if old != nil {
 		dev.State, dev.LastOnline = old.State, old.LastOnline
 		dev.Attrs, dev.Twins = maps.Clone(old.Attrs), maps.Clone(old.Twins)
@@ -612,7 +613,7 @@ func (r *run) addDevice(ctx context.Context, eventID string, d Device) (Device, 
 			klog.InfoS("Ignoring attribute of added device", "device", id, "err", err)
 			continue
 		}
-		na := attr{Value: a.Value, Optional: a.Optional == nil || *a.Optional, Type: TypeString, Metadata: "{}"}
+		na := attr{Value: a.Value, Optional: a.Optional == nil || *a.Optional, Type: twin.TypeString, Metadata: "{}"}
 		if a.Metadata != nil && a.Metadata.Type != "" {
 			na.Type = a.Metadata.Type
 		}
@@ -646,7 +647,7 @@ func (r *run) addDevice(ctx context.Context, eventID string, d Device) (Device, 
 	})
 	if err != nil {
 		klog.ErrorS(err, "Cannot store added device", "device", id)
-		return Device{}, false
+		return twin.Device{}, false
 	}
 	maps.Copy(dev.Twins, out.changed)
 	r.devices[id] = dev
@@ -656,27 +657,27 @@ func (r *run) addDevice(ctx context.Context, eventID string, d Device) (Device, 
 	} else {
 		klog.InfoS("Device added", "device", id, "twins", len(dev.Twins))
 	}
-	twins := make(map[string]*MsgTwin, len(dev.Twins))
+	twins := make(map[string]*twin.MsgTwin, len(dev.Twins))
 	for k, t := range dev.Twins {
 		twins[k] = t.docState()
 	}
-	return Device{ID: id, Name: dev.Name, Description: dev.Description, State: dev.State,
+	return twin.Device{ID: id, Name: dev.Name, Description: dev.Description, State: dev.State,
 		LastOnline: dev.LastOnline, Attributes: msgAttrs(dev.Attrs), Twin: twins}, true
 }
 
-func (r *run) removeDevice(ctx context.Context, d Device) (Device, bool) {
+func (r *run) removeDevice(ctx context.Context, d twin.Device) (twin.Device, bool) {
 	id := deviceID(d)
 	dev := r.devices[id]
 	if dev == nil {
 		klog.V(2).InfoS("Ignoring removal of unknown device", "device", id)
-		return Device{}, false
+		return twin.Device{}, false
 	}
 	if err := withTx(ctx, r.db, func(tx *sql.Tx) error { return deleteDevice(ctx, tx, id) }); err != nil {
 		klog.ErrorS(err, "Cannot remove device", "device", id)
-		return Device{}, false
+		return twin.Device{}, false
 	}
 	delete(r.devices, id)
 	r.outbox.forgetDevice(id)
 	klog.InfoS("Device removed", "device", id)
-	return Device{ID: id, Name: dev.Name, Description: dev.Description}, true
+	return twin.Device{ID: id, Name: dev.Name, Description: dev.Description}, true
 }

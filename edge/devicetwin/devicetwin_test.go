@@ -8,6 +8,7 @@ import (
 
 	"github.com/tether-edge/tether/pkg/beehive/model"
 	"github.com/tether-edge/tether/pkg/modules"
+	"github.com/tether-edge/tether/pkg/twin"
 )
 
 const (
@@ -20,15 +21,15 @@ func TestMembershipAddAndRemove(t *testing.T) {
 	h := newHarness(t, "", nil)
 	h.cloud("membership", counterMembership(counterRV))
 
-	var added MembershipUpdate
+	var added twin.MembershipUpdate
 	h.published("$hw/events/node/edge-1/membership/updated", &added)
-	if len(added.AddDevices) != 1 || len(added.RemoveDevices) != 0 {
+	if len(added.AddedDevices) != 1 || len(added.RemovedDevices) != 0 {
 		t.Fatalf("membership/updated = %+v, want one added device", added)
 	}
-	d := added.AddDevices[0]
+	d := added.AddedDevices[0]
 	st := d.Twin["status"]
 	if d.ID != "counter" || d.Name != "counter" || st == nil || val(st.Expected) != "OFF" ||
-		st.Metadata.Type != TypeString || *st.Optional {
+		st.Metadata.Type != twin.TypeString || *st.Optional {
 		t.Fatalf("added device = %+v, status = %+v", d, st)
 	}
 	if st.ExpectedVersion != nil || st.ActualVersion != nil {
@@ -42,14 +43,14 @@ func TestMembershipAddAndRemove(t *testing.T) {
 	got := h.query(`SELECT expected, actual, expected_version, optional, attr_type FROM device_twin
 		WHERE deviceid = 'counter' AND name = 'status'`)
 	if len(got) != 1 || got[0][0] != "OFF" || got[0][1] != nil || got[0][2] != `{"cloud":12,"edge":0}` ||
-		got[0][3] != int64(0) || got[0][4] != TypeString {
+		got[0][3] != int64(0) || got[0][4] != twin.TypeString {
 		t.Errorf("status twin row = %v", got)
 	}
 
-	h.cloud("membership", MembershipUpdate{RemoveDevices: []Device{{ID: "counter", Name: "counter"}}})
-	var removed MembershipUpdate
+	h.cloud("membership", twin.MembershipUpdate{RemovedDevices: []twin.Device{{ID: "counter", Name: "counter"}}})
+	var removed twin.MembershipUpdate
 	h.published("$hw/events/node/edge-1/membership/updated", &removed)
-	if len(removed.RemoveDevices) != 1 || removed.RemoveDevices[0].ID != "counter" || len(removed.AddDevices) != 0 {
+	if len(removed.RemovedDevices) != 1 || removed.RemovedDevices[0].ID != "counter" || len(removed.AddedDevices) != 0 {
 		t.Fatalf("membership/updated = %+v, want counter removed", removed)
 	}
 	for _, table := range []string{"device", "device_twin", "device_attr", "tether_twin_outbox"} {
@@ -61,13 +62,13 @@ func TestMembershipAddAndRemove(t *testing.T) {
 
 func TestCloudUpdatedPublishesDocumentAndDelta(t *testing.T) {
 	h := withCounter(t, "", nil)
-	h.cloud("device/counter/twin/cloud_updated", DeviceTwinUpdate{
-		BaseMessage: BaseMessage{EventID: "c1", Timestamp: 2},
-		Twin: map[string]*MsgTwin{"status": {
-			Expected:        &TwinValue{Value: ptr("ON"), Metadata: &ValueMetadata{Timestamp: 2}},
+	h.cloud("device/counter/twin/cloud_updated", twin.DeviceTwinUpdate{
+		BaseMessage: twin.BaseMessage{EventID: "c1", Timestamp: 2},
+		Twin: map[string]*twin.MsgTwin{"status": {
+			Expected:        &twin.Value{Value: ptr("ON"), Metadata: &twin.ValueMetadata{Timestamp: 2}},
 			Optional:        ptr(false),
-			Metadata:        &TypeMetadata{Type: TypeString},
-			ExpectedVersion: &TwinVersion{CloudVersion: 13},
+			Metadata:        &twin.TypeMetadata{Type: twin.TypeString},
+			ExpectedVersion: &twin.Version{CloudVersion: 13},
 		}},
 	})
 
@@ -95,7 +96,7 @@ func TestMapperUpdateReachesCloud(t *testing.T) {
 	h.link(model.ContentCloudConnected)
 	h.mqtt(counterTopic+"/twin/update", mapperReport)
 
-	var res DeviceTwinUpdate
+	var res twin.DeviceTwinUpdate
 	h.published(counterTopic+"/twin/update/result", &res)
 	if st := res.Twin["status"]; st == nil || val(st.Actual) != "3" || st.ActualVersion != nil || st.Expected != nil {
 		t.Fatalf("update/result = %+v", res)
@@ -116,13 +117,13 @@ func TestMapperUpdateReachesCloud(t *testing.T) {
 		r.Resource != "device/counter/twin/edge_updated" {
 		t.Fatalf("report route = %+v", r)
 	}
-	var up DeviceTwinUpdate
+	var up twin.DeviceTwinUpdate
 	if err := rep.UnmarshalContent(&up); err != nil {
 		t.Fatal(err)
 	}
 	st := up.Twin["status"]
 	if up.EventID == "" || up.Timestamp == 0 || st == nil || val(st.Actual) != "3" || st.Actual.Metadata.Timestamp == 0 ||
-		st.Metadata.Type != TypeString || st.ActualVersion == nil || *st.ActualVersion != (TwinVersion{EdgeVersion: 1}) ||
+		st.Metadata.Type != twin.TypeString || st.ActualVersion == nil || *st.ActualVersion != (twin.Version{EdgeVersion: 1}) ||
 		st.Expected != nil {
 		t.Fatalf("edge_updated = %s", mustJSON(t, up))
 	}
@@ -142,12 +143,12 @@ func TestMapperUpdateReachesCloud(t *testing.T) {
 // TestMQTTRequests covers every app-facing request and its error codes.
 func TestMQTTRequests(t *testing.T) {
 	type answer struct {
-		EventID string              `json:"event_id"`
-		Code    int                 `json:"code"`
-		Reason  string              `json:"reason"`
-		Twin    map[string]*MsgTwin `json:"twin"`
-		Device  *DeviceState        `json:"device"`
-		Devices []Device            `json:"devices"`
+		EventID string                   `json:"event_id"`
+		Code    int                      `json:"code"`
+		Reason  string                   `json:"reason"`
+		Twin    map[string]*twin.MsgTwin `json:"twin"`
+		Device  *twin.DeviceState        `json:"device"`
+		Devices []twin.Device            `json:"devices"`
 	}
 	tests := []struct {
 		name, topic, payload string
@@ -193,7 +194,7 @@ func TestMQTTRequests(t *testing.T) {
 			payload:     `{"event_id":"","timestamp":0,"twin":{"status":{"actual":{"value":"7"},"metadata":{"type":"Updated"}}}}`,
 			resultTopic: counterTopic + "/twin/update/result",
 			check: func(t *testing.T, a answer) {
-				if st := a.Twin["status"]; val(st.Actual) != "7" || st.Metadata.Type != TypeString {
+				if st := a.Twin["status"]; val(st.Actual) != "7" || st.Metadata.Type != twin.TypeString {
 					t.Errorf("update/result = %+v", st)
 				}
 			}},
@@ -251,14 +252,14 @@ func TestCloudVersionRule(t *testing.T) {
 		// localExpected, if set, is an app's change of the desired value
 		// first (edge version 1).
 		localExpected string
-		version       TwinVersion
+		version       twin.Version
 		accept        bool
 	}{
-		{name: "newer", version: TwinVersion{CloudVersion: counterRV + 1}, accept: true},
-		{name: "same", version: TwinVersion{CloudVersion: counterRV}, accept: true},
-		{name: "stale cloud version", version: TwinVersion{CloudVersion: counterRV - 1}},
-		{name: "edge changed since", localExpected: "AUTO", version: TwinVersion{CloudVersion: counterRV + 1}},
-		{name: "cloud saw edge change", localExpected: "AUTO", version: TwinVersion{CloudVersion: counterRV + 1, EdgeVersion: 1}, accept: true},
+		{name: "newer", version: twin.Version{CloudVersion: counterRV + 1}, accept: true},
+		{name: "same", version: twin.Version{CloudVersion: counterRV}, accept: true},
+		{name: "stale cloud version", version: twin.Version{CloudVersion: counterRV - 1}},
+		{name: "edge changed since", localExpected: "AUTO", version: twin.Version{CloudVersion: counterRV + 1}},
+		{name: "cloud saw edge change", localExpected: "AUTO", version: twin.Version{CloudVersion: counterRV + 1, EdgeVersion: 1}, accept: true},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -274,9 +275,9 @@ func TestCloudVersionRule(t *testing.T) {
 				}
 				h.confirm(h.report())
 			}
-			h.cloud("device/counter/twin/cloud_updated", DeviceTwinUpdate{Twin: map[string]*MsgTwin{"status": {
-				Expected:        &TwinValue{Value: ptr("ON")},
-				Metadata:        &TypeMetadata{Type: TypeString},
+			h.cloud("device/counter/twin/cloud_updated", twin.DeviceTwinUpdate{Twin: map[string]*twin.MsgTwin{"status": {
+				Expected:        &twin.Value{Value: ptr("ON")},
+				Metadata:        &twin.TypeMetadata{Type: twin.TypeString},
 				ExpectedVersion: &tc.version,
 			}}})
 			if tc.accept {
@@ -289,7 +290,7 @@ func TestCloudVersionRule(t *testing.T) {
 			}
 			// Refused: nothing for apps, and the cloud gets our state back.
 			rep := h.report()
-			var up DeviceTwinUpdate
+			var up twin.DeviceTwinUpdate
 			if err := rep.UnmarshalContent(&up); err != nil {
 				t.Fatal(err)
 			}
@@ -335,15 +336,15 @@ func TestOfflineReportsSurviveRestart(t *testing.T) {
 	if twinRep.Router.Resource != "device/counter/twin/edge_updated" || stateRep.Router.Resource != "device/counter/state/update" {
 		t.Fatalf("reports = %s, %s", twinRep.String(), stateRep.String())
 	}
-	var up DeviceTwinUpdate
+	var up twin.DeviceTwinUpdate
 	if err := twinRep.UnmarshalContent(&up); err != nil {
 		t.Fatal(err)
 	}
-	if st := up.Twin["status"]; val(st.Actual) != "2" || *st.ActualVersion != (TwinVersion{EdgeVersion: 2}) {
+	if st := up.Twin["status"]; val(st.Actual) != "2" || *st.ActualVersion != (twin.Version{EdgeVersion: 2}) {
 		t.Errorf("edge_updated = %s, want the newest value", mustJSON(t, up))
 	}
 	content, ok := stateRep.Content.(string)
-	var sr DeviceStateResult
+	var sr twin.DeviceStateResult
 	if !ok || json.Unmarshal([]byte(content), &sr) != nil || sr.Device.State != "online" || sr.Device.Name != "counter" {
 		t.Errorf("state report content = %#v", stateRep.Content)
 	}
@@ -428,7 +429,7 @@ func TestJunkNeverStopsTheModule(t *testing.T) {
 
 	// Still fully working.
 	h.mqtt(counterTopic+"/twin/get", `{"event_id":"after"}`)
-	var res DeviceTwinUpdate
+	var res twin.DeviceTwinUpdate
 	h.published(counterTopic+"/twin/get/result", &res)
 	if res.EventID != "after" || val(res.Twin["status"].Expected) != "OFF" {
 		t.Fatalf("get/result = %+v", res)
@@ -459,16 +460,16 @@ func TestOptionalTwinDeletedByApp(t *testing.T) {
 		t.Fatalf("document = %+v", doc)
 	}
 	h.published(counterTopic+"/twin/update/delta", &ignore)
-	var up DeviceTwinUpdate
+	var up twin.DeviceTwinUpdate
 	rep := h.report()
 	if err := rep.UnmarshalContent(&up); err != nil {
 		t.Fatal(err)
 	}
-	if c := up.Twin["count"]; c == nil || c.Metadata.Type != TypeDeleted || *c.ActualVersion != (TwinVersion{EdgeVersion: 2}) {
+	if c := up.Twin["count"]; c == nil || c.Metadata.Type != twin.TypeDeleted || *c.ActualVersion != (twin.Version{EdgeVersion: 2}) {
 		t.Fatalf("edge_updated = %s", mustJSON(t, up))
 	}
 	h.mqtt(counterTopic+"/twin/get", `{}`)
-	var get DeviceTwinUpdate
+	var get twin.DeviceTwinUpdate
 	h.published(counterTopic+"/twin/get/result", &get)
 	if _, ok := get.Twin["count"]; ok {
 		t.Errorf("get/result still lists the deleted twin: %+v", get.Twin)

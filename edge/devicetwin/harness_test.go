@@ -15,6 +15,7 @@ import (
 	"github.com/tether-edge/tether/pkg/beehive"
 	"github.com/tether-edge/tether/pkg/beehive/model"
 	"github.com/tether-edge/tether/pkg/modules"
+	"github.com/tether-edge/tether/pkg/twin"
 )
 
 // waitTimeout only bounds a broken test; passing tests never wait for it.
@@ -255,22 +256,22 @@ func (h *harness) query(q string, args ...any) [][]any {
 
 // counterMembership is the counter demo's device as the v1.7 cloud adds
 // it (counter-demo §5.3), plus an int twin for type checks.
-func counterMembership(cloudVersion int64) MembershipUpdate {
-	return MembershipUpdate{
-		BaseMessage: BaseMessage{EventID: "m1", Timestamp: 1},
-		AddDevices: []Device{{
+func counterMembership(cloudVersion int64) twin.MembershipUpdate {
+	return twin.MembershipUpdate{
+		BaseMessage: twin.BaseMessage{EventID: "m1", Timestamp: 1},
+		AddedDevices: []twin.Device{{
 			ID: "counter", Name: "counter", Description: "counter",
-			Twin: map[string]*MsgTwin{
+			Twin: map[string]*twin.MsgTwin{
 				"status": {
-					Expected:        &TwinValue{Value: ptr("OFF"), Metadata: &ValueMetadata{Timestamp: 1}},
+					Expected:        &twin.Value{Value: ptr("OFF"), Metadata: &twin.ValueMetadata{Timestamp: 1}},
 					Optional:        ptr(false),
-					Metadata:        &TypeMetadata{Type: TypeString},
-					ExpectedVersion: &TwinVersion{CloudVersion: cloudVersion},
+					Metadata:        &twin.TypeMetadata{Type: twin.TypeString},
+					ExpectedVersion: &twin.Version{CloudVersion: cloudVersion},
 				},
 				"count": {
 					Optional:        ptr(true),
-					Metadata:        &TypeMetadata{Type: TypeInt},
-					ExpectedVersion: &TwinVersion{CloudVersion: cloudVersion},
+					Metadata:        &twin.TypeMetadata{Type: twin.TypeInt},
+					ExpectedVersion: &twin.Version{CloudVersion: cloudVersion},
 				},
 			},
 		}},
@@ -284,12 +285,12 @@ func withCounter(t *testing.T, dbPath string, configure func(*DeviceTwin)) *harn
 	t.Helper()
 	h := newHarness(t, dbPath, configure)
 	h.cloud("membership", counterMembership(counterRV))
-	var mu MembershipUpdate
+	var mu twin.MembershipUpdate
 	h.published("$hw/events/node/"+testNode+"/membership/updated", &mu)
 	return h
 }
 
-func val(v *TwinValue) string {
+func val(v *twin.Value) string {
 	if v == nil || v.Value == nil {
 		return "<nil>"
 	}

@@ -19,6 +19,7 @@ import (
 	"github.com/tether-edge/tether/pkg/beehive/model"
 	"github.com/tether-edge/tether/pkg/modules"
 	"github.com/tether-edge/tether/pkg/resource"
+	"github.com/tether-edge/tether/pkg/twin"
 )
 
 // Outbox entry kinds: a twin entry is one property of a device, a state
@@ -37,8 +38,8 @@ type outboxEntry struct {
 	// seq orders entries and identifies one version of an entry, so a
 	// confirmation never deletes a newer value written under the same key.
 	seq   int64
-	twin  *MsgTwin // kindTwin
-	state []byte   // kindState: the content JSON
+	twin  *twin.MsgTwin // kindTwin
+	state []byte        // kindState: the content JSON
 	// msgID is the message the entry last went out in; empty means it
 	// still has to be sent.
 	msgID  string
@@ -132,13 +133,13 @@ func (o *outbox) load(ctx context.Context) error {
 
 // prepareTwins returns the entries that replace the pending ones for twins of
 // device, merged with what is still unconfirmed. It changes no entry.
-func (o *outbox) prepareTwins(deviceID string, twins map[string]*MsgTwin) []*outboxEntry {
+func (o *outbox) prepareTwins(deviceID string, twins map[string]*twin.MsgTwin) []*outboxEntry {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	out := make([]*outboxEntry, 0, len(twins))
 	for _, prop := range slices.Sorted(maps.Keys(twins)) {
 		k := outboxKey{kindTwin, deviceID, prop}
-		var older *MsgTwin
+		var older *twin.MsgTwin
 		if e := o.entries[k]; e != nil {
 			older = e.twin
 		}
@@ -370,12 +371,12 @@ func (o *outbox) unmark(m outgoing) {
 // entries.
 func fillEdgeUpdated(og *outgoing, now time.Time) error {
 	devID := og.entries[0].key.device
-	twins := make(map[string]*MsgTwin, len(og.entries))
+	twins := make(map[string]*twin.MsgTwin, len(og.entries))
 	for _, e := range og.entries {
 		twins[e.key.prop] = e.twin
 	}
-	content, err := json.Marshal(DeviceTwinUpdate{
-		BaseMessage: BaseMessage{EventID: og.msg.Header.ID, Timestamp: now.UnixMilli()},
+	content, err := json.Marshal(twin.DeviceTwinUpdate{
+		BaseMessage: twin.BaseMessage{EventID: og.msg.Header.ID, Timestamp: now.UnixMilli()},
 		Twin:        twins,
 	})
 	if err != nil {

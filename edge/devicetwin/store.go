@@ -10,6 +10,7 @@ import (
 	"k8s.io/klog/v2"
 
 	"github.com/tether-edge/tether/pkg/sqlitedb"
+	"github.com/tether-edge/tether/pkg/twin"
 )
 
 // The tables are KubeEdge's (spec §11.1), so an edgecore.db written by
@@ -41,7 +42,7 @@ type device struct {
 	State       string
 	LastOnline  string
 	Attrs       map[string]attr
-	Twins       map[string]twin
+	Twins       map[string]twinRow
 }
 
 type attr struct {
@@ -100,7 +101,7 @@ func loadDevices(ctx context.Context, db *sql.DB) (map[string]*device, error) {
 			return nil, fmt.Errorf("load devices: %w", err)
 		}
 		devices[id] = &device{ID: id, Name: name.String, Description: desc.String, State: state.String,
-			LastOnline: last.String, Attrs: map[string]attr{}, Twins: map[string]twin{}}
+			LastOnline: last.String, Attrs: map[string]attr{}, Twins: map[string]twinRow{}}
 	}
 	if err := errors.Join(rows.Err(), rows.Close()); err != nil {
 		return nil, fmt.Errorf("load devices: %w", err)
@@ -147,7 +148,7 @@ func loadDevices(ctx context.Context, db *sql.DB) (map[string]*device, error) {
 			klog.InfoS("Ignoring twin of unknown device", "device", devID.String, "twin", name.String)
 			continue
 		}
-		t := twin{Description: desc.String, Optional: optional.Bool, Type: typ.String, Metadata: meta.String}
+		t := twinRow{Description: desc.String, Optional: optional.Bool, Type: typ.String, Metadata: meta.String}
 		if exp.Valid {
 			t.Expected = ptr(exp.String)
 		}
@@ -160,7 +161,7 @@ func loadDevices(ctx context.Context, db *sql.DB) (map[string]*device, error) {
 		t.ExpectedVersion = parseVersion(expVer, where("expected_version"))
 		t.ActualVersion = parseVersion(actVer, where("actual_version"))
 		if t.Type == "" {
-			t.Type = TypeString
+			t.Type = twin.TypeString
 		}
 		d.Twins[name.String] = t
 	}
@@ -174,15 +175,15 @@ func parseMeta(s sql.NullString, where []any) int64 {
 	if s.String == "" {
 		return 0
 	}
-	var m ValueMetadata
+	var m twin.ValueMetadata
 	if err := json.Unmarshal([]byte(s.String), &m); err != nil {
 		klog.InfoS("Ignoring unparsable twin column", append(where, "err", err)...)
 	}
 	return m.Timestamp
 }
 
-func parseVersion(s sql.NullString, where []any) TwinVersion {
-	var v TwinVersion
+func parseVersion(s sql.NullString, where []any) twin.Version {
+	var v twin.Version
 	if s.String == "" {
 		return v
 	}
@@ -229,7 +230,7 @@ func writeAttr(ctx context.Context, tx *sql.Tx, devID, name string, a attr) erro
 
 // writeTwin stores t in the KubeEdge column format: plain values, meta and
 // version columns as JSON, NULL for absent values.
-func writeTwin(ctx context.Context, tx *sql.Tx, devID, name string, t twin, insert bool) error {
+func writeTwin(ctx context.Context, tx *sql.Tx, devID, name string, t twinRow, insert bool) error {
 	nullable := func(p *string) any {
 		if p == nil {
 			return nil
@@ -242,7 +243,7 @@ func writeTwin(ctx context.Context, tx *sql.Tx, devID, name string, t twin, inse
 		}
 		return fmt.Sprintf(`{"timestamp":%d}`, ts)
 	}
-	version := func(v TwinVersion) string {
+	version := func(v twin.Version) string {
 		return fmt.Sprintf(`{"cloud":%d,"edge":%d}`, v.CloudVersion, v.EdgeVersion)
 	}
 	args := []any{t.Description, nullable(t.Expected), nullable(t.Actual), meta(t.Expected, t.ExpectedTS),

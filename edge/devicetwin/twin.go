@@ -6,41 +6,43 @@ import (
 	"slices"
 
 	"k8s.io/klog/v2"
+
+	"github.com/tether-edge/tether/pkg/twin"
 )
 
-// twin is one cached device_twin row. It is a value: updates build a new
-// twin and replace the old one only after the database write succeeded.
-type twin struct {
+// twinRow is one cached device_twin row. It is a value: updates build a new
+// row and replace the old one only after the database write succeeded.
+type twinRow struct {
 	Description     string
 	Expected        *string // nil: no value
 	Actual          *string
 	ExpectedTS      int64
 	ActualTS        int64
-	ExpectedVersion TwinVersion
-	ActualVersion   TwinVersion
+	ExpectedVersion twin.Version
+	ActualVersion   twin.Version
 	Optional        bool
-	Type            string // attr_type; TypeDeleted for a deleted twin
+	Type            string // attr_type; twin.TypeDeleted for a deleted twin
 	// Metadata is the metadata column as stored (type blanked), kept so
 	// rows written by KubeEdge round-trip.
 	Metadata string
 }
 
-func (t twin) deleted() bool { return t.Type == TypeDeleted }
+func (t twinRow) deleted() bool { return t.Type == twin.TypeDeleted }
 
 // msg renders t for the wire; versions are only for the cloud.
-func (t twin) msg(withVersions bool) *MsgTwin {
-	m := &MsgTwin{Optional: ptr(t.Optional), Metadata: &TypeMetadata{Type: t.Type}}
+func (t twinRow) msg(withVersions bool) *twin.MsgTwin {
+	m := &twin.MsgTwin{Optional: ptr(t.Optional), Metadata: &twin.TypeMetadata{Type: t.Type}}
 	if t.Expected != nil {
-		m.Expected = &TwinValue{Value: ptr(*t.Expected), Metadata: &ValueMetadata{Timestamp: t.ExpectedTS}}
+		m.Expected = &twin.Value{Value: ptr(*t.Expected), Metadata: &twin.ValueMetadata{Timestamp: t.ExpectedTS}}
 	}
 	if t.Actual != nil {
-		m.Actual = &TwinValue{Value: ptr(*t.Actual), Metadata: &ValueMetadata{Timestamp: t.ActualTS}}
+		m.Actual = &twin.Value{Value: ptr(*t.Actual), Metadata: &twin.ValueMetadata{Timestamp: t.ActualTS}}
 	}
 	if withVersions {
-		if t.Expected != nil || t.ExpectedVersion != (TwinVersion{}) {
+		if t.Expected != nil || t.ExpectedVersion != (twin.Version{}) {
 			m.ExpectedVersion = ptr(t.ExpectedVersion)
 		}
-		if t.Actual != nil || t.ActualVersion != (TwinVersion{}) {
+		if t.Actual != nil || t.ActualVersion != (twin.Version{}) {
 			m.ActualVersion = ptr(t.ActualVersion)
 		}
 	}
@@ -48,7 +50,7 @@ func (t twin) msg(withVersions bool) *MsgTwin {
 }
 
 // docState is t as apps see it in documents: deleted twins are absent.
-func (t twin) docState() *MsgTwin {
+func (t twinRow) docState() *twin.MsgTwin {
 	if t.deleted() {
 		return nil
 	}
@@ -68,11 +70,11 @@ const (
 
 // twinOutcome is what applying one update request produces.
 type twinOutcome struct {
-	changed  map[string]twin // rows to write, including version-only changes
-	inserted map[string]bool // keys of changed that have no row yet
+	changed  map[string]twinRow // rows to write, including version-only changes
+	inserted map[string]bool    // keys of changed that have no row yet
 	document map[string]*TwinDoc
-	result   map[string]*MsgTwin // dealREST: the /twin/update/result twins
-	toCloud  map[string]*MsgTwin // twin/edge_updated entries, with versions
+	result   map[string]*twin.MsgTwin // dealREST: the /twin/update/result twins
+	toCloud  map[string]*twin.MsgTwin // twin/edge_updated entries, with versions
 }
 
 func (o *twinOutcome) empty() bool {
@@ -91,13 +93,13 @@ func badRequest(format string, args ...any) error {
 
 // applyTwins runs KubeEdge's twin update algorithm (spec §14.3) against
 // the device's current twins without modifying them. now is Unix ms.
-func applyTwins(deviceID string, current map[string]twin, req map[string]*MsgTwin, deal dealType, now int64) (*twinOutcome, error) {
+func applyTwins(deviceID string, current map[string]twinRow, req map[string]*twin.MsgTwin, deal dealType, now int64) (*twinOutcome, error) {
 	o := &twinOutcome{
-		changed:  map[string]twin{},
+		changed:  map[string]twinRow{},
 		inserted: map[string]bool{},
 		document: map[string]*TwinDoc{},
-		result:   map[string]*MsgTwin{},
-		toCloud:  map[string]*MsgTwin{},
+		result:   map[string]*twin.MsgTwin{},
+		toCloud:  map[string]*twin.MsgTwin{},
 	}
 	// Sorted, so that a request with several bad twins always names the
 	// same one.
@@ -120,10 +122,10 @@ func applyTwins(deviceID string, current map[string]twin, req map[string]*MsgTwi
 }
 
 // checkValues validates the values in m against type typ.
-func checkValues(key, typ string, m *MsgTwin) error {
+func checkValues(key, typ string, m *twin.MsgTwin) error {
 	for _, v := range []struct {
 		name string
-		tv   *TwinValue
+		tv   *twin.Value
 	}{{"expected", m.Expected}, {"actual", m.Actual}} {
 		if v.tv == nil {
 			continue
@@ -141,17 +143,17 @@ func checkValues(key, typ string, m *MsgTwin) error {
 // valueType is the type values of m are checked against: a live twin keeps
 // its type (the counter mapper sends "Updated"); a new or deleted one takes
 // the request's.
-func valueType(old twin, exists bool, m *MsgTwin) string {
+func valueType(old twinRow, exists bool, m *twin.MsgTwin) string {
 	if exists && !old.deleted() {
 		return old.Type
 	}
 	if m.Metadata != nil && m.Metadata.Type != "" {
 		return m.Metadata.Type
 	}
-	return TypeString
+	return twin.TypeString
 }
 
-func (o *twinOutcome) rest(current map[string]twin, key string, m *MsgTwin, now int64) error {
+func (o *twinOutcome) rest(current map[string]twinRow, key string, m *twin.MsgTwin, now int64) error {
 	if err := validateKey(key); err != nil {
 		return &requestError{fmt.Errorf("twin %w", err)}
 	}
@@ -167,7 +169,7 @@ func (o *twinOutcome) rest(current map[string]twin, key string, m *MsgTwin, now 
 		t.Expected, t.Actual, t.ExpectedTS, t.ActualTS = nil, nil, 0, 0
 		t.ExpectedVersion.EdgeVersion++
 		t.ActualVersion.EdgeVersion++
-		t.Type = TypeDeleted
+		t.Type = twin.TypeDeleted
 		o.changed[key] = t
 		o.document[key] = &TwinDoc{Last: old.docState()}
 		o.result[key] = nil
@@ -184,22 +186,22 @@ func (o *twinOutcome) rest(current map[string]twin, key string, m *MsgTwin, now 
 	}
 	t := old
 	if !exists {
-		t = twin{Optional: true, Metadata: "{}"}
+		t = twinRow{Optional: true, Metadata: "{}"}
 	}
 	if !exists || old.deleted() {
 		t.Type = typ
 	}
-	cloud := &MsgTwin{}
+	cloud := &twin.MsgTwin{}
 	if m.Expected != nil {
 		t.Expected, t.ExpectedTS = ptr(*m.Expected.Value), now
 		t.ExpectedVersion.EdgeVersion++
-		cloud.Expected = &TwinValue{Value: ptr(*t.Expected), Metadata: &ValueMetadata{Timestamp: now}}
+		cloud.Expected = &twin.Value{Value: ptr(*t.Expected), Metadata: &twin.ValueMetadata{Timestamp: now}}
 		cloud.ExpectedVersion = ptr(t.ExpectedVersion)
 	}
 	if m.Actual != nil {
 		t.Actual, t.ActualTS = ptr(*m.Actual.Value), now
 		t.ActualVersion.EdgeVersion++
-		cloud.Actual = &TwinValue{Value: ptr(*t.Actual), Metadata: &ValueMetadata{Timestamp: now}}
+		cloud.Actual = &twin.Value{Value: ptr(*t.Actual), Metadata: &twin.ValueMetadata{Timestamp: now}}
 		cloud.ActualVersion = ptr(t.ActualVersion)
 	}
 	if m.Optional != nil && (!exists || (old.Optional && !*m.Optional)) {
@@ -210,30 +212,30 @@ func (o *twinOutcome) rest(current map[string]twin, key string, m *MsgTwin, now 
 		return nil
 	}
 	cloud.Optional = ptr(t.Optional)
-	cloud.Metadata = &TypeMetadata{Type: t.Type}
+	cloud.Metadata = &twin.TypeMetadata{Type: t.Type}
 	o.changed[key] = t
 	o.inserted[key] = !exists
-	var last *MsgTwin
+	var last *twin.MsgTwin
 	if exists {
 		last = old.docState()
 	}
 	o.document[key] = &TwinDoc{Last: last, Current: t.docState()}
-	o.result[key] = &MsgTwin{Expected: cloud.Expected, Actual: cloud.Actual, Optional: cloud.Optional, Metadata: cloud.Metadata}
+	o.result[key] = &twin.MsgTwin{Expected: cloud.Expected, Actual: cloud.Actual, Optional: cloud.Optional, Metadata: cloud.Metadata}
 	o.toCloud[key] = cloud
 	return nil
 }
 
 // versionOK is the rule of spec §21.11: a cloud update must not be older
 // than what we hold on either counter.
-func versionOK(cur TwinVersion, req *TwinVersion) bool {
-	r := TwinVersion{}
+func versionOK(cur twin.Version, req *twin.Version) bool {
+	r := twin.Version{}
 	if req != nil {
 		r = *req
 	}
 	return cur.CloudVersion <= r.CloudVersion && cur.EdgeVersion <= r.EdgeVersion
 }
 
-func (o *twinOutcome) sync(current map[string]twin, key string, m *MsgTwin, now int64) error {
+func (o *twinOutcome) sync(current map[string]twinRow, key string, m *twin.MsgTwin, now int64) error {
 	if err := validateKey(key); err != nil {
 		return fmt.Errorf("twin %w", err)
 	}
@@ -253,7 +255,7 @@ func (o *twinOutcome) sync(current map[string]twin, key string, m *MsgTwin, now 
 		}
 	}
 
-	if m.Metadata != nil && m.Metadata.Type == TypeDeleted {
+	if m.Metadata != nil && m.Metadata.Type == twin.TypeDeleted {
 		if !exists || old.deleted() {
 			return nil
 		}
@@ -265,7 +267,7 @@ func (o *twinOutcome) sync(current map[string]twin, key string, m *MsgTwin, now 
 		if m.ActualVersion != nil {
 			t.ActualVersion = *m.ActualVersion
 		}
-		t.Type = TypeDeleted
+		t.Type = twin.TypeDeleted
 		o.changed[key] = t
 		o.document[key] = &TwinDoc{Last: old.docState()}
 		return nil
@@ -275,7 +277,7 @@ func (o *twinOutcome) sync(current map[string]twin, key string, m *MsgTwin, now 
 	if !knownType(typ) {
 		return fmt.Errorf("twin %q: %w %q", key, errBadType, typ)
 	}
-	if m.Expected != nil && m.Expected.Value != nil && *m.Expected.Value == "" && typ != TypeString && typ != TypeBytes {
+	if m.Expected != nil && m.Expected.Value != nil && *m.Expected.Value == "" && typ != twin.TypeString && typ != twin.TypeBytes {
 		// The v1.7 cloud sends every property, those without a desired
 		// value included, as an empty expected value.
 		c := *m
@@ -287,7 +289,7 @@ func (o *twinOutcome) sync(current map[string]twin, key string, m *MsgTwin, now 
 	}
 	t := old
 	if !exists {
-		t = twin{Optional: true, Metadata: "{}"}
+		t = twinRow{Optional: true, Metadata: "{}"}
 	}
 	if !exists || old.deleted() {
 		t.Type = typ
@@ -312,7 +314,7 @@ func (o *twinOutcome) sync(current map[string]twin, key string, m *MsgTwin, now 
 	}
 	o.changed[key] = t
 	o.inserted[key] = !exists
-	last, cur := (*MsgTwin)(nil), t.docState()
+	last, cur := (*twin.MsgTwin)(nil), t.docState()
 	if exists {
 		last = old.docState()
 	}
@@ -324,11 +326,11 @@ func (o *twinOutcome) sync(current map[string]twin, key string, m *MsgTwin, now 
 }
 
 // sameDoc compares two app-visible twin states, ignoring timestamps.
-func sameDoc(a, b *MsgTwin) bool {
+func sameDoc(a, b *twin.MsgTwin) bool {
 	if a == nil || b == nil {
 		return a == b
 	}
-	val := func(v *TwinValue) *string {
+	val := func(v *twin.Value) *string {
 		if v == nil {
 			return nil
 		}
@@ -341,8 +343,8 @@ func sameDoc(a, b *MsgTwin) bool {
 
 // delta lists the live twins whose expected value differs from the actual
 // one (spec §14.3 step 3), with all live twins for context.
-func delta(twins map[string]twin) (map[string]*MsgTwin, map[string]string) {
-	all := map[string]*MsgTwin{}
+func delta(twins map[string]twinRow) (map[string]*twin.MsgTwin, map[string]string) {
+	all := map[string]*twin.MsgTwin{}
 	d := map[string]string{}
 	for k, t := range twins {
 		if t.deleted() {
@@ -358,7 +360,7 @@ func delta(twins map[string]twin) (map[string]*MsgTwin, map[string]string) {
 
 // mergeCloud coalesces two pending edge_updated entries of one twin: the
 // newer values win, and what only the older one carries is kept.
-func mergeCloud(older, newer *MsgTwin) *MsgTwin {
+func mergeCloud(older, newer *twin.MsgTwin) *twin.MsgTwin {
 	if older == nil {
 		return newer
 	}
@@ -371,7 +373,7 @@ func mergeCloud(older, newer *MsgTwin) *MsgTwin {
 	}
 	if newer.Metadata != nil {
 		m.Metadata = newer.Metadata
-		if newer.Metadata.Type == TypeDeleted {
+		if newer.Metadata.Type == twin.TypeDeleted {
 			// A deletion makes older values meaningless.
 			m.Expected, m.Actual = newer.Expected, newer.Actual
 		}

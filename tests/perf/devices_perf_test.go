@@ -26,6 +26,7 @@ import (
 	"github.com/tether-edge/tether/edge/devicetwin"
 	edgecfg "github.com/tether-edge/tether/pkg/apis/componentconfig/edgecore/v1alpha2"
 	devicesv1alpha2 "github.com/tether-edge/tether/pkg/apis/devices/v1alpha2"
+	"github.com/tether-edge/tether/pkg/twin"
 	"github.com/tether-edge/tether/tests/framework"
 )
 
@@ -216,7 +217,7 @@ func (b *deviceBench) connectMapper(t *testing.T, broker string) mqtt.Client {
 				}
 			}
 		case topic == topicResult:
-			var r devicetwin.DeviceTwinUpdate
+			var r twin.DeviceTwinUpdate
 			if json.Unmarshal(m.Payload(), &r) == nil && r.Twin["status"] != nil && r.Twin["status"].Actual != nil &&
 				r.Twin["status"].Actual.Value != nil {
 				b.seen.note(kindResult, *r.Twin["status"].Actual.Value, at, r.Timestamp)
