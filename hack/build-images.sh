@@ -2,10 +2,12 @@
 # Builds the container images edge pods and tests run, from our own Go binaries: no Docker, no registry.
 # Each image is one static binary in one layer (hack/tools/mkimage), written as a docker-archive tar that
 # `ctr images import` loads into containerd's k8s.io namespace, where the CRI plugin finds it without pulling.
-#   hack/build-images.sh [--import SOCKET]   build $IMAGES_DIR/{pause,testapp}.tar (cached), then optionally import
+#   hack/build-images.sh [--import SOCKET]   build $IMAGES_DIR/<image>.tar (cached), then optionally import
 #   hack/build-images.sh import SOCKET       import the built tars into the containerd at SOCKET
 #   hack/build-images.sh refs                print NAME=REF for each image
-# A tar is rebuilt only when its binary, reference, architecture or the packer changed.
+# A tar is rebuilt only when its binary, reference, architecture or the packer changed. TETHER_IMAGES="pause
+# counter-mapper" limits every command to those images: static builds share no cache with cgo ones, so a cold
+# web-controller-app (client-go) costs minutes that a run which does not use it can skip.
 set -euo pipefail
 . "$(dirname "$0")/lib/common.sh"
 
@@ -23,7 +25,10 @@ declare -A PKG_OF=([pause]=./build/images/pause [testapp]=./build/images/testapp
   [web-controller-app]=./examples/counter-demo/web-controller-app [counter-mapper]=./examples/counter-demo/counter-mapper)
 declare -A REF_OF=([pause]=$PAUSE_IMAGE [testapp]=$TESTAPP_IMAGE
   [web-controller-app]=$COUNTER_WEB_IMAGE [counter-mapper]=$COUNTER_MAPPER_IMAGE)
-IMAGES=(pause testapp web-controller-app counter-mapper)
+read -r -a IMAGES <<< "${TETHER_IMAGES:-pause testapp web-controller-app counter-mapper}"
+for img in "${IMAGES[@]}"; do
+  [ -n "${PKG_OF[$img]:-}" ] || die "TETHER_IMAGES: unknown image $img (known: ${!PKG_OF[*]})"
+done
 
 need_go() { command -v go >/dev/null || die "go is missing: install the Go toolchain (go.mod names the version)"; }
 

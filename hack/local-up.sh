@@ -27,6 +27,8 @@ EDGE_ROOT=$LOCAL_DIR/$EDGE_NODE
 export CONTAINERD_DIR=$LOCAL_DIR/containerd
 export CONTAINERD_SOCK=$CONTAINERD_DIR/containerd.sock
 export POD_CGROUP_PARENT=/tether-local-up
+# The images the edge node runs here (the web app runs as a process; see deploy_counter), for build and import.
+export TETHER_IMAGES="pause counter-mapper"
 LOGS=$LOCAL_DIR/logs
 # A failed start copies every log here before tearing down, since down wipes the state dirs.
 FAILED_LOGS=$OUTPUT/local-up-failed-logs

@@ -21,6 +21,7 @@ import (
 	"k8s.io/client-go/kubernetes/fake"
 	k8stesting "k8s.io/client-go/testing"
 
+	"github.com/tether-edge/tether/keadm/app/daemon"
 	"github.com/tether-edge/tether/keadm/app/paths"
 	"github.com/tether-edge/tether/pkg/apis/componentconfig/cloudcore/v1alpha1"
 )
@@ -276,7 +277,7 @@ func TestCloudCoreConfig(t *testing.T) {
 	o := defaultInitOptions()
 	o.wsPort, o.httpsPort, o.monitorAddress, o.domainNames = 20000, 20002, "", []string{"cloud.example.com"}
 	cfg := cloudCoreConfig(l, o, "/etc/kubernetes/admin.conf", []string{"192.0.2.1"})
-	r := &initRunner{opts: o, layout: l, files: files{l}, out: &bytes.Buffer{}}
+	r := &initRunner{opts: o, layout: l, core: cloudcore(l), out: &bytes.Buffer{}}
 	if err := r.writeConfig(cfg, false); err != nil {
 		t.Fatal(err)
 	}
@@ -305,19 +306,6 @@ func TestCloudCoreConfig(t *testing.T) {
 	}
 	if st, err := os.Stat(l.CADir()); err != nil || st.Mode().Perm() != 0o700 {
 		t.Errorf("CA dir: %v, %v; want mode 0700", st, err)
-	}
-}
-
-func TestSystemdOnlyOnTheRealRoot(t *testing.T) {
-	yes, no := func() bool { return true }, func() bool { return false }
-	for _, tt := range []struct {
-		root   string
-		booted func() bool
-		want   bool
-	}{{"/", yes, true}, {"/", no, false}, {"/tmp/x", yes, false}, {"//", yes, true}} {
-		if got := systemdRoot(paths.Layout{Root: tt.root}, tt.booted); got != tt.want {
-			t.Errorf("systemdRoot(%q, booted=%v) = %v", tt.root, tt.booted(), got)
-		}
 	}
 }
 
@@ -355,7 +343,7 @@ func TestUnitFile(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	unit := filepath.Join(t.TempDir(), unitName)
+	unit := filepath.Join(t.TempDir(), "cloudcore.service")
 	body := strings.Replace(string(want), "ExecStart=/usr/local/bin/cloudcore", "ExecStart="+self, 1)
 	if err := os.WriteFile(unit, []byte(body), 0o644); err != nil {
 		t.Fatal(err)
@@ -383,26 +371,26 @@ func TestGetToken(t *testing.T) {
 // args; it returns the running command.
 func installFake(t *testing.T, l paths.Layout, bin string, args ...string) *exec.Cmd {
 	t.Helper()
-	f := files{l}
-	for _, d := range []string{l.CADir(), l.CertsDir(), l.LogDir(), l.RunDir()} {
-		if err := os.MkdirAll(d, 0o755); err != nil {
+	d := cloudcore(l)
+	for _, dir := range []string{l.CADir(), l.CertsDir(), l.LogDir(), l.RunDir()} {
+		if err := os.MkdirAll(dir, 0o755); err != nil {
 			t.Fatal(err)
 		}
 	}
-	for _, p := range []string{f.config(), filepath.Join(l.CADir(), "rootCA.crt"), f.log()} {
-		if err := writeFileAtomic(p, []byte("x"), 0o644); err != nil {
+	for _, p := range []string{d.Config(), filepath.Join(l.CADir(), "rootCA.crt"), d.LogFile()} {
+		if err := daemon.WriteFileAtomic(p, []byte("x"), 0o644); err != nil {
 			t.Fatal(err)
 		}
 	}
-	if err := copyFileAtomic(bin, f.binary(), 0o755); err != nil {
+	if _, err := d.InstallBinary(bin); err != nil {
 		t.Fatal(err)
 	}
-	cmd := exec.Command(f.binary(), args...)
+	cmd := exec.Command(d.Binary(), args...)
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
-	if err := writeFileAtomic(f.pidFile(), []byte(strconv.Itoa(cmd.Process.Pid)), 0o644); err != nil {
+	if err := daemon.WriteFileAtomic(d.PIDFile(), []byte(strconv.Itoa(cmd.Process.Pid)), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	return cmd
@@ -432,8 +420,8 @@ func TestReset(t *testing.T) {
 	e := testEnv(fakeCluster(true))
 
 	out, err := runResetCmd(t, e, root, "n\n")
-	if err == nil || !strings.Contains(err.Error(), "aborted") || !alive(cmd.Process.Pid) || !fileExists(l.CloudCoreConfig()) {
-		t.Fatalf("answering n: %v, still running %v\n%s", err, alive(cmd.Process.Pid), out)
+	if err == nil || !strings.Contains(err.Error(), "aborted") || !daemon.Alive(cmd.Process.Pid) || !fileExists(l.CloudCoreConfig()) {
+		t.Fatalf("answering n: %v, still running %v\n%s", err, daemon.Alive(cmd.Process.Pid), out)
 	}
 	if !strings.Contains(out, "Continue? [y/N]") {
 		t.Errorf("no prompt:\n%s", out)
@@ -443,7 +431,7 @@ func TestReset(t *testing.T) {
 	if err != nil {
 		t.Fatalf("reset: %v\n%s", err, out)
 	}
-	if alive(cmd.Process.Pid) {
+	if daemon.Alive(cmd.Process.Pid) {
 		t.Error("cloudcore still runs")
 	}
 	if !strings.Contains(out, "[stop] stopped cloudcore (pid "+strconv.Itoa(cmd.Process.Pid)+")") || !strings.Contains(out, "[remove] removed "+l.CloudCoreConfig()) {
@@ -471,11 +459,11 @@ func TestResetKillsAfterGrace(t *testing.T) {
 	root := t.TempDir()
 	l := paths.Layout{Root: root}
 	// read blocks on a pipe nobody writes to: no child process to leave behind.
-	f := files{l}
-	if err := copyFileAtomic(sh, f.binary(), 0o755); err != nil {
+	d := cloudcore(l)
+	if _, err := d.InstallBinary(sh); err != nil {
 		t.Fatal(err)
 	}
-	cmd := exec.Command(f.binary(), "-c", `trap "" TERM; read x`)
+	cmd := exec.Command(d.Binary(), "-c", `trap "" TERM; read x`)
 	stdin, err := cmd.StdinPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -489,8 +477,8 @@ func TestResetKillsAfterGrace(t *testing.T) {
 	e := testEnv(fakeCluster(true))
 	e.stopGrace = 300 * time.Millisecond
 	out, err := runResetCmd(t, e, root, "", "--force")
-	if err != nil || alive(cmd.Process.Pid) {
-		t.Fatalf("reset: %v, alive %v\n%s", err, alive(cmd.Process.Pid), out)
+	if err != nil || daemon.Alive(cmd.Process.Pid) {
+		t.Fatalf("reset: %v, alive %v\n%s", err, daemon.Alive(cmd.Process.Pid), out)
 	}
 }
 

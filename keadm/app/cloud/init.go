@@ -24,6 +24,7 @@ import (
 	"k8s.io/klog/v2"
 
 	"github.com/tether-edge/tether/cloud/cloudhub/certificate"
+	"github.com/tether-edge/tether/keadm/app/daemon"
 	"github.com/tether-edge/tether/keadm/app/paths"
 	"github.com/tether-edge/tether/pkg/apis/componentconfig/cloudcore/v1alpha1"
 	"github.com/tether-edge/tether/pkg/util/configflag"
@@ -72,7 +73,7 @@ type env struct {
 func defaultEnv() env {
 	return env{
 		newClients:    loadClients,
-		systemdBooted: systemdBooted,
+		systemdBooted: daemon.SystemdBooted,
 		detectIP:      utilnet.ChooseHostInterface,
 		stopGrace:     15 * time.Second,
 	}
@@ -92,7 +93,7 @@ unit when systemd runs the host, else a detached process with a PID file), then 
 			if err != nil {
 				return err
 			}
-			r := &initRunner{opts: o, layout: l, files: files{l}, env: e, out: cmd.OutOrStdout(), errOut: cmd.ErrOrStderr()}
+			r := &initRunner{opts: o, layout: l, core: cloudcore(l), env: e, out: cmd.OutOrStdout(), errOut: cmd.ErrOrStderr()}
 			return r.run(cmd.Context())
 		},
 	}
@@ -204,7 +205,7 @@ func cloudCoreConfig(l paths.Layout, o initOptions, kubeconfig string, advertise
 type initRunner struct {
 	opts   initOptions
 	layout paths.Layout
-	files  files
+	core   daemon.Daemon
 	env    env
 	out    io.Writer
 	errOut io.Writer
@@ -221,20 +222,20 @@ type installed struct {
 	pids         []int
 }
 
-func inspect(f files) installed {
-	return installed{config: fileExists(f.config()), unit: fileExists(f.unit()), pids: runningCloudCore(f.binary())}
+func inspect(d daemon.Daemon) installed {
+	return installed{config: fileExists(d.Config()), unit: fileExists(d.UnitFile()), pids: d.Processes()}
 }
 
 func (i installed) any() bool { return i.config || i.unit || len(i.pids) > 0 }
 
-func (i installed) String(f files) string {
+func (i installed) String(d daemon.Daemon) string {
 	switch {
 	case len(i.pids) > 0:
-		return fmt.Sprintf("%s runs (pid %s)", f.binary(), joinInts(i.pids))
+		return fmt.Sprintf("%s runs (pid %s)", d.Binary(), daemon.JoinPIDs(i.pids))
 	case i.config:
-		return f.config() + " exists"
+		return d.Config() + " exists"
 	default:
-		return f.unit() + " exists"
+		return d.UnitFile() + " exists"
 	}
 }
 
@@ -252,7 +253,7 @@ func (r *initRunner) run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	useSystemd := !r.opts.noSystemd && systemdRoot(r.layout, r.env.systemdBooted)
+	useSystemd := !r.opts.noSystemd && daemon.UseSystemd(r.layout, r.env.systemdBooted)
 	if r.opts.dryRun {
 		r.say("dry-run", "checks run for real; nothing is changed")
 	}
@@ -307,10 +308,10 @@ func (r *initRunner) preflight(ctx context.Context) (*preflightResult, error) {
 	if filepath.Clean(r.layout.Root) == "/" && os.Geteuid() != 0 && !r.opts.dryRun {
 		return nil, errors.New("keadm init writes /etc/kubeedge, /usr/local/bin and systemd units: run it as root (sudo), or use --root")
 	}
-	pf := &preflightResult{existing: inspect(r.files)}
+	pf := &preflightResult{existing: inspect(r.core)}
 	if pf.existing.any() && !r.opts.force {
 		return nil, fmt.Errorf("cloudcore is already installed under %s (%s): run `keadm reset cloud` first, or pass --force to overwrite",
-			r.layout.Root, pf.existing.String(r.files))
+			r.layout.Root, pf.existing.String(r.core))
 	}
 	var err error
 	if pf.binary, pf.binVersion, err = findCloudCore(ctx, r.opts.cloudcoreBinary); err != nil {
@@ -409,12 +410,12 @@ func findCloudCore(ctx context.Context, flag string) (path, version string, err 
 
 // stopExisting stops the cloudcore --force replaces, then checks the ports it held.
 func (r *initRunner) stopExisting(ctx context.Context, pf *preflightResult, useSystemd bool) error {
-	what := pf.existing.String(r.files)
+	what := pf.existing.String(r.core)
 	if r.opts.dryRun {
 		r.say("replace", "would stop and replace the existing install (%s)", what)
 		return nil
 	}
-	stopped, err := stopCloudCore(ctx, r.files, useSystemd, r.env.stopGrace)
+	stopped, err := stopCloudCore(ctx, r.core, useSystemd, r.env.stopGrace)
 	if err != nil {
 		return fmt.Errorf("replace: %w", err)
 	}
@@ -484,10 +485,10 @@ func (r *initRunner) writeConfig(cfg *v1alpha1.CloudCore, detected bool) error {
 	}
 	summary := fmt.Sprintf("server certificate SANs %s, websocket :%d, https :%d", sans, hub.WebSocket.Port, hub.HTTPS.Port)
 	if r.opts.dryRun {
-		r.say("config", "would write %s: %s", r.files.config(), summary)
+		r.say("config", "would write %s: %s", r.core.Config(), summary)
 		return nil
 	}
-	klog.V(2).InfoS("Writing cloudcore config", "path", r.files.config(), "content", string(data))
+	klog.V(2).InfoS("Writing cloudcore config", "path", r.core.Config(), "content", string(data))
 	// The CA key will live here: other users have no business in these directories.
 	for _, d := range []struct {
 		path string
@@ -497,62 +498,62 @@ func (r *initRunner) writeConfig(cfg *v1alpha1.CloudCore, detected bool) error {
 			return err
 		}
 	}
-	if err := writeFileAtomic(r.files.config(), data, 0o644); err != nil {
+	if err := daemon.WriteFileAtomic(r.core.Config(), data, 0o644); err != nil {
 		return err
 	}
-	r.say("config", "wrote %s: %s", r.files.config(), summary)
+	r.say("config", "wrote %s: %s", r.core.Config(), summary)
 	return nil
 }
 
 func (r *initRunner) installBinary(src string) error {
-	dst := r.files.binary()
-	if a, err := os.Stat(src); err == nil {
-		if b, err := os.Stat(dst); err == nil && os.SameFile(a, b) {
-			r.say("install", "%s is already in place", dst)
-			return nil
+	dst := r.core.Binary()
+	var copied bool
+	if r.opts.dryRun {
+		copied = !daemon.SameFile(src, dst)
+	} else {
+		var err error
+		if copied, err = r.core.InstallBinary(src); err != nil {
+			return err
 		}
 	}
-	if r.opts.dryRun {
+	switch {
+	case !copied:
+		r.say("install", "%s is already in place", dst)
+	case r.opts.dryRun:
 		r.say("install", "would copy %s to %s", src, dst)
-		return nil
+	default:
+		r.say("install", "copied %s to %s", src, dst)
 	}
-	if err := copyFileAtomic(src, dst, 0o755); err != nil {
-		return err
-	}
-	r.say("install", "copied %s to %s", src, dst)
 	return nil
 }
 
 // start returns a channel that yields cloudcore's exit when keadm started it itself (nil under systemd).
 func (r *initRunner) start(ctx context.Context, useSystemd bool) (<-chan error, error) {
-	f := r.files
+	d := r.core
 	if useSystemd {
 		if r.opts.dryRun {
-			r.say("start", "would write %s, then systemctl daemon-reload and systemctl enable --now %s", f.unit(), unitName)
+			r.say("start", "would write %s, then systemctl daemon-reload and systemctl enable --now %s", d.UnitFile(), d.UnitName())
 			return nil, nil
 		}
-		if err := writeFileAtomic(f.unit(), unitFile, 0o644); err != nil {
+		if err := d.InstallUnit(ctx, unitFile); err != nil {
 			return nil, err
 		}
-		if err := systemctl(ctx, "daemon-reload"); err != nil {
+		if err := daemon.Systemctl(ctx, "enable", "--now", d.UnitName()); err != nil {
 			return nil, err
 		}
-		if err := systemctl(ctx, "enable", "--now", unitName); err != nil {
-			return nil, err
-		}
-		r.say("start", "%s enabled and started (logs: journalctl -u cloudcore)", unitName)
+		r.say("start", "%s enabled and started (logs: journalctl -u cloudcore)", d.UnitName())
 		return nil, nil
 	}
 	if r.opts.dryRun {
-		r.say("start", "would start %s --config %s detached, log %s, PID file %s", f.binary(), f.config(), f.log(), f.pidFile())
+		r.say("start", "would start %s --config %s detached, log %s, PID file %s", d.Binary(), d.Config(), d.LogFile(), d.PIDFile())
 		return nil, nil
 	}
-	pid, exited, err := startDetached(f)
+	s, err := d.Start()
 	if err != nil {
 		return nil, err
 	}
-	r.say("start", "cloudcore runs detached (pid %d), log %s", pid, f.log())
-	return exited, nil
+	r.say("start", "cloudcore runs detached (pid %d), log %s", s.PID, d.LogFile())
+	return s.Exited, nil
 }
 
 // waitReady waits until edge nodes could join: both ports accept connections and the join token exists.
@@ -560,7 +561,7 @@ func (r *initRunner) waitReady(ctx context.Context, c *clients, exited <-chan er
 	begin := time.Now()
 	ctx, cancel := context.WithTimeout(ctx, r.opts.timeout)
 	defer cancel()
-	logRef := "log " + r.files.log()
+	logRef := "log " + r.core.LogFile()
 	if useSystemd {
 		logRef = "see journalctl -u cloudcore"
 	}
@@ -610,17 +611,17 @@ func exitStatus(err error) string {
 
 func (r *initRunner) printLogTail(ctx context.Context, useSystemd bool) {
 	var lines []string
-	src := r.files.log()
+	src := r.core.LogFile()
 	if useSystemd {
 		src = "journalctl -u cloudcore"
 		ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 		defer cancel()
-		out, _ := exec.CommandContext(ctx, "journalctl", "-u", unitName, "-n", "20", "--no-pager", "-o", "cat").Output()
+		out, _ := exec.CommandContext(ctx, "journalctl", "-u", r.core.UnitName(), "-n", "20", "--no-pager", "-o", "cat").Output()
 		if s := strings.TrimRight(string(out), "\n"); s != "" {
 			lines = strings.Split(s, "\n")
 		}
 	} else {
-		lines = tailFile(src, 20)
+		lines = daemon.Tail(src, 20)
 	}
 	if len(lines) == 0 {
 		return
@@ -641,12 +642,4 @@ func (r *initRunner) printNext(c *clients, addr string) {
 		join += fmt.Sprintf(" --certport=%d", r.opts.httpsPort)
 	}
 	fmt.Fprintf(r.out, "\ncloudcore is running. To add an edge node, print the join token here:\n  %s\nthen run on the edge node:\n  %s\n", getToken, join)
-}
-
-func joinInts(v []int) string {
-	s := make([]string, len(v))
-	for i, n := range v {
-		s[i] = strconv.Itoa(n)
-	}
-	return strings.Join(s, ", ")
 }

@@ -17,6 +17,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/tether-edge/tether/cloud/cloudhub/certificate"
+	"github.com/tether-edge/tether/keadm/app/daemon"
 	"github.com/tether-edge/tether/keadm/app/paths"
 )
 
@@ -52,13 +53,13 @@ Running it again is harmless.`,
 }
 
 func runReset(ctx context.Context, o resetOptions, l paths.Layout, e env, in io.Reader, out io.Writer) error {
-	f := files{l}
+	d := cloudcore(l)
 	say := func(step, format string, args ...any) {
 		fmt.Fprintf(out, "[%s] %s\n", step, fmt.Sprintf(format, args...))
 	}
-	useSystemd := systemdRoot(l, e.systemdBooted)
-	remove := removable(f)
-	running := runningCloudCore(f.binary())
+	useSystemd := daemon.UseSystemd(l, e.systemdBooted)
+	remove := removable(d)
+	running := d.Processes()
 
 	if len(remove) == 0 && len(running) == 0 {
 		say("reset", "cloudcore is not installed under %s: nothing to remove", l.Root)
@@ -81,20 +82,20 @@ func runReset(ctx context.Context, o resetOptions, l paths.Layout, e env, in io.
 	}
 
 	if len(remove) > 0 || len(running) > 0 {
-		stopped, err := stopCloudCore(ctx, f, useSystemd, e.stopGrace)
+		stopped, err := stopCloudCore(ctx, d, useSystemd, e.stopGrace)
 		if err != nil {
 			return fmt.Errorf("stop: %w", err)
 		}
 		say("stop", "%s", stopped)
 		var removed []string
-		for _, p := range removable(f) {
+		for _, p := range removable(d) {
 			if err := os.RemoveAll(p); err != nil {
 				return fmt.Errorf("remove: %w", err)
 			}
 			removed = append(removed, p)
 		}
-		if useSystemd && slices.Contains(removed, f.unit()) {
-			if err := systemctl(ctx, "daemon-reload"); err != nil {
+		if useSystemd && slices.Contains(removed, d.UnitFile()) {
+			if err := daemon.Systemctl(ctx, "daemon-reload"); err != nil {
 				return fmt.Errorf("remove: %w", err)
 			}
 		}
@@ -127,14 +128,15 @@ func runReset(ctx context.Context, o resetOptions, l paths.Layout, e env, in io.
 
 // removable lists what init installed and is still there. The CA and certificate directories go too: a
 // later init must not pick up a CA the cluster no longer has. Shared parents are left to pruneEmptyDirs.
-func removable(f files) []string {
+func removable(d daemon.Daemon) []string {
 	var out []string
-	for _, p := range []string{f.unit(), f.config(), f.layout.CADir(), f.layout.CertsDir(), f.binary(), f.log(), f.pidFile()} {
+	l := d.Layout
+	for _, p := range []string{d.UnitFile(), d.Config(), l.CADir(), l.CertsDir(), d.Binary(), d.LogFile(), d.PIDFile()} {
 		if fileExists(p) {
 			out = append(out, p)
 		}
 	}
-	return out
+	return append(out, d.Leftovers()...)
 }
 
 // pruneEmptyDirs removes the kubeedge directories init created once nothing is left in them; an edgecore
@@ -147,19 +149,19 @@ func pruneEmptyDirs(l paths.Layout) {
 
 // stopCloudCore stops the unit (on a systemd host) and any process of the installed binary, and says what it
 // did.
-func stopCloudCore(ctx context.Context, f files, useSystemd bool, grace time.Duration) (string, error) {
+func stopCloudCore(ctx context.Context, d daemon.Daemon, useSystemd bool, grace time.Duration) (string, error) {
 	var done []string
-	if useSystemd && fileExists(f.unit()) {
-		if err := systemctl(ctx, "disable", "--now", unitName); err != nil {
+	if useSystemd && fileExists(d.UnitFile()) {
+		if err := daemon.Systemctl(ctx, "disable", "--now", d.UnitName()); err != nil {
 			return "", err
 		}
-		done = append(done, "stopped and disabled "+unitName)
+		done = append(done, "stopped and disabled "+d.UnitName())
 	}
-	if pids := runningCloudCore(f.binary()); len(pids) > 0 {
-		if err := stopPIDs(ctx, pids, grace); err != nil {
+	if pids := d.Processes(); len(pids) > 0 {
+		if err := d.Stop(ctx, grace, pids...); err != nil {
 			return "", err
 		}
-		done = append(done, "stopped cloudcore (pid "+joinInts(pids)+")")
+		done = append(done, "stopped cloudcore (pid "+daemon.JoinPIDs(pids)+")")
 	}
 	if len(done) == 0 {
 		return "cloudcore was not running", nil

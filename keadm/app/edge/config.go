@@ -12,6 +12,7 @@ import (
 
 	"sigs.k8s.io/yaml"
 
+	"github.com/tether-edge/tether/keadm/app/daemon"
 	"github.com/tether-edge/tether/keadm/app/paths"
 	"github.com/tether-edge/tether/pkg/apis/componentconfig/edgecore/v1alpha2"
 	"github.com/tether-edge/tether/pkg/util/configflag"
@@ -25,11 +26,6 @@ func dbFile(l paths.Layout) string   { return filepath.Join(l.StateDir(), "edgec
 
 // withMQTTBroker is where --with-mqtt's embedded broker listens.
 const withMQTTBroker = "tcp://127.0.0.1:1883"
-
-func pidFile(l paths.Layout) string  { return filepath.Join(l.RunDir(), "edgecore.pid") }
-func logFile(l paths.Layout) string  { return filepath.Join(l.LogDir(), "edgecore.log") }
-func binFile(l paths.Layout) string  { return filepath.Join(l.BinDir(), "edgecore") }
-func unitFile(l paths.Layout) string { return filepath.Join(l.SystemdDir(), "edgecore.service") }
 
 // renderConfig builds edgecore.yaml from the defaults, the join flags and then the --set overrides, so that
 // --set always wins. Every path lands under the layout's root. metricsAddr is where keadm will watch the
@@ -103,24 +99,7 @@ func writeConfig(path string, cfg *v1alpha2.EdgeCore) error {
 	if err != nil {
 		return fmt.Errorf("rendering %s: %w", path, err)
 	}
-	return writeFileAtomic(path, data, 0o600)
-}
-
-func writeFileAtomic(path string, data []byte, perm os.FileMode) error {
-	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
-		return fmt.Errorf("writing %s: %w", path, err)
-	}
-	tmp := path + ".tmp"
-	if err := os.WriteFile(tmp, data, perm); err != nil {
-		return fmt.Errorf("writing %s: %w", path, err)
-	}
-	if err := os.Chmod(tmp, perm); err != nil {
-		return errors.Join(fmt.Errorf("writing %s: %w", path, err), os.Remove(tmp))
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		return errors.Join(fmt.Errorf("writing %s: %w", path, err), os.Remove(tmp))
-	}
-	return nil
+	return daemon.WriteFileAtomic(path, data, 0o600)
 }
 
 // loadConfigLenient reads an existing edgecore.yaml for reset: over the defaults for this layout, without

@@ -95,7 +95,7 @@ func (o *joinOptions) run(ctx context.Context, cmd *cobra.Command, l paths.Layou
 	}
 	driver := o.cgroupDriver
 	if driver == "" {
-		driver = detectCgroupDriver(containerdConfigsFor(o.runtimeEndpoint))
+		driver = detectCgroupDriver(containerdConfigsFor(o.runtimeEndpoint), systemdOwnsCgroups())
 	}
 	cfg, err := renderConfig(l, o, driver, defaultMetricsAddr())
 	if err != nil {
@@ -111,7 +111,7 @@ func (o *joinOptions) run(ctx context.Context, cmd *cobra.Command, l paths.Layou
 	k := cfg.Modules.Edged.TailoredKubeletConfig
 	in := &preflightInput{
 		configPath:        l.EdgeCoreConfig(),
-		pidPath:           pidFile(l),
+		pidPath:           edgecore(l).PIDFile(),
 		force:             o.force,
 		token:             hub.Token,
 		now:               time.Now(),
@@ -151,25 +151,26 @@ func (o *joinOptions) run(ctx context.Context, cmd *cobra.Command, l paths.Layou
 	}
 	fmt.Fprintf(out, "[join] wrote %s (node %s, cloudcore %s, cgroup driver %s%s)\n",
 		l.EdgeCoreConfig(), cfg.NodeName(), hub.WebSocket.Server, k.CgroupDriver, metrics)
-	if copied, err := installBinary(bin, binFile(l)); err != nil {
-		return err
+	d := edgecore(l)
+	if copied, err := d.InstallBinary(bin); err != nil {
+		return fmt.Errorf("installing edgecore: %w", err)
 	} else if copied {
-		fmt.Fprintf(out, "[join] installed %s from %s\n", binFile(l), bin)
+		fmt.Fprintf(out, "[join] installed %s from %s\n", d.Binary(), bin)
 	}
 
 	var exited <-chan error
-	if useSystemd(l, o.noSystemd) {
-		if err := startSystemd(ctx, l); err != nil {
+	if !o.noSystemd && onSystemd(l) {
+		if err := startSystemd(ctx, d); err != nil {
 			return fmt.Errorf("%w; undo with keadm reset edge", err)
 		}
-		fmt.Fprintf(out, "[join] started %s (journalctl -u edgecore for its log)\n", unitName)
+		fmt.Fprintf(out, "[join] started %s (journalctl -u edgecore for its log)\n", d.UnitName())
 	} else {
-		s, err := startBackground(l, binFile(l), l.EdgeCoreConfig())
+		s, err := d.Start()
 		if err != nil {
 			return fmt.Errorf("%w; undo with keadm reset edge", err)
 		}
-		exited = s.exited
-		fmt.Fprintf(out, "[join] started edgecore (pid %d), log %s\n", s.pid, logFile(l))
+		exited = s.Exited
+		fmt.Fprintf(out, "[join] started edgecore (pid %d), log %s\n", s.PID, d.LogFile())
 	}
 	if o.wait <= 0 {
 		fmt.Fprintf(out, "[join] not waiting (--wait 0): node %s joins in the background\n", cfg.NodeName())
@@ -181,7 +182,7 @@ func (o *joinOptions) run(ctx context.Context, cmd *cobra.Command, l paths.Layou
 		node:        cfg.NodeName(),
 		nodes:       nodes,
 		exited:      exited,
-		logHint:     logFile(l),
+		logHint:     d.LogFile(),
 	}
 	if exited == nil {
 		w.logHint = "journalctl -u edgecore"

@@ -120,7 +120,7 @@ func TestJoinAndReset(t *testing.T) {
 	}
 	t.Cleanup(func() { _, _ = stopEdgecore(context.Background(), l) })
 	for _, want := range []string{"[preflight] ", "checks passed", "[join] wrote " + l.EdgeCoreConfig() + " (node edge1, cloudcore " + cloud.addr,
-		"[join] installed " + binFile(l), "[join] started edgecore (pid ", "[join] node edge1 connected to cloudcore ("} {
+		"[join] installed " + edgecore(l).Binary(), "[join] started edgecore (pid ", "[join] node edge1 connected to cloudcore ("} {
 		if !strings.Contains(out, want) {
 			t.Errorf("join output lacks %q:\n%s", want, out)
 		}
@@ -132,10 +132,10 @@ func TestJoinAndReset(t *testing.T) {
 	if cfg.Modules.EdgeHub.Token != tok || cfg.Modules.Edged.NodeLabels["zone"] != "north" {
 		t.Errorf("config token/labels not as joined: %+v", cfg.Modules.Edged.NodeLabels)
 	}
-	if _, ok := runningEdgecore(pidFile(l)); !ok {
+	if _, ok := edgecore(l).FromPIDFile(); !ok {
 		t.Fatal("edgecore not running after join")
 	}
-	if log := lastLogLine(logFile(l)); log != "fake edgecore started for node edge1" {
+	if log := lastLogLine(edgecore(l).LogFile()); log != "fake edgecore started for node edge1" {
 		t.Errorf("edgecore log: %q", log)
 	}
 
@@ -158,7 +158,7 @@ func TestJoinAndReset(t *testing.T) {
 		t.Fatalf("reset: %v\n%s", err, out)
 	}
 	for _, want := range []string{"[reset] stopped edgecore (pid ", "[reset] container runtime socket " + sock + " not found: no pods to remove",
-		"[reset] removed " + l.EdgeCoreConfig(), "[reset] removed " + binFile(l), "[reset] done"} {
+		"[reset] removed " + l.EdgeCoreConfig(), "[reset] removed " + edgecore(l).Binary(), "[reset] done"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("reset output lacks %q:\n%s", want, out)
 		}
@@ -187,7 +187,7 @@ func TestJoinStops(t *testing.T) {
 		"--edgenode-name", "edge1", "--remote-runtime-endpoint", "unix://"+sock, "--no-systemd", "--edgecore-binary", script,
 		"--wait", "20s")
 	wantErr(t, err, "edgecore exited during start (exit status 1); last log line: E1126 edgecore: cannot open database: disk full; see "+
-		logFile(paths.Layout{Root: root}))
+		edgecore(paths.Layout{Root: root}).LogFile())
 }
 
 func TestWaiter(t *testing.T) {

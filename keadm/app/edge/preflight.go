@@ -21,16 +21,16 @@ import (
 	"k8s.io/apimachinery/pkg/util/duration"
 	utilvalidation "k8s.io/apimachinery/pkg/util/validation"
 
+	"github.com/tether-edge/tether/keadm/app/daemon"
 	"github.com/tether-edge/tether/pkg/apis/componentconfig/edgecore/v1alpha2"
 	"github.com/tether-edge/tether/pkg/security/token"
 )
 
-// Host paths the cgroup driver detection looks at; variables so tests can point them elsewhere.
-var (
-	systemdRunDir   = "/run/systemd/system"
-	cgroupV2Marker  = "/sys/fs/cgroup/cgroup.controllers"
-	containerdConfs = []string{"/etc/containerd/config.toml"}
-)
+// cgroupV2Marker exists only where the unified (v2) hierarchy is mounted on its own.
+const cgroupV2Marker = "/sys/fs/cgroup/cgroup.controllers"
+
+// containerdConfs is where a system containerd keeps its config.
+var containerdConfs = []string{"/etc/containerd/config.toml"}
 
 // preflightInput is everything the checks look at; it is filled from the flags and the rendered config, so
 // the checks see exactly what edgecore will be started with.
@@ -117,7 +117,7 @@ func checkBrokerPortFree(broker string) error {
 
 // checkNotJoined refuses to overwrite a node that is joined or still running.
 func checkNotJoined(configPath, pidPath string) error {
-	if pid, ok := runningEdgecore(pidPath); ok {
+	if pid, ok := daemon.ReadPIDFile(pidPath, "edgecore"); ok {
 		return fmt.Errorf("edgecore is already running (pid %d, %s): run \"keadm reset edge\" first, or pass --force to replace it", pid, pidPath)
 	}
 	if _, err := os.Stat(configPath); err == nil {
@@ -354,20 +354,22 @@ func containerdSystemdCgroup(files []string) (systemd bool, file string, found b
 }
 
 // detectCgroupDriver follows containerd when its config says which driver it uses, since the two must agree;
-// otherwise it takes systemd on hosts booted by systemd with cgroup v2 only (where systemd owns the tree) and
-// cgroupfs everywhere else.
-func detectCgroupDriver(containerdConfigs []string) string {
+// otherwise it takes systemd where systemd owns the cgroup tree and cgroupfs everywhere else.
+func detectCgroupDriver(containerdConfigs []string, systemdOwnsCgroups bool) string {
 	if systemd, _, found := containerdSystemdCgroup(containerdConfigs); found {
 		if systemd {
 			return v1alpha2.CgroupDriverSystemd
 		}
 		return v1alpha2.CgroupDriverCgroupfs
 	}
-	if isDir(systemdRunDir) && exists(cgroupV2Marker) {
+	if systemdOwnsCgroups {
 		return v1alpha2.CgroupDriverSystemd
 	}
 	return v1alpha2.CgroupDriverCgroupfs
 }
+
+// systemdOwnsCgroups: a host booted by systemd with cgroup v2 only, where systemd owns the cgroup tree.
+func systemdOwnsCgroups() bool { return daemon.SystemdBooted() && exists(cgroupV2Marker) }
 
 func checkCgroupDriver(driver string, containerdConfigs []string) error {
 	systemd, file, found := containerdSystemdCgroup(containerdConfigs)
@@ -416,11 +418,6 @@ func isExecutableFile(p string) error {
 		return errors.New("not an executable file")
 	}
 	return nil
-}
-
-func isDir(p string) bool {
-	fi, err := os.Stat(p)
-	return err == nil && fi.IsDir()
 }
 
 func exists(p string) bool {

@@ -275,29 +275,21 @@ func TestCgroupDriver(t *testing.T) {
 	writeTestFile(t, silent, "version = 2\n")
 	missing := filepath.Join(dir, "missing.toml")
 
-	// No host hints: no systemd run dir, so detection falls back to cgroupfs.
-	oldRun, oldMarker := systemdRunDir, cgroupV2Marker
-	systemdRunDir, cgroupV2Marker = filepath.Join(dir, "run-systemd"), filepath.Join(dir, "cgroup.controllers")
-	t.Cleanup(func() { systemdRunDir, cgroupV2Marker = oldRun, oldMarker })
-
+	// containerd's config decides whenever it says; the host decides only when it does not.
 	for _, tt := range []struct {
-		files []string
-		want  string
+		files              []string
+		systemdOwnsCgroups bool
+		want               string
 	}{
-		{[]string{missing, systemdConf}, "systemd"},
-		{[]string{cgroupfsConf, systemdConf}, "cgroupfs"},
-		{[]string{silent, missing}, "cgroupfs"},
+		{[]string{missing, systemdConf}, false, "systemd"},
+		{[]string{cgroupfsConf, systemdConf}, false, "cgroupfs"},
+		{[]string{cgroupfsConf}, true, "cgroupfs"},
+		{[]string{silent, missing}, false, "cgroupfs"},
+		{[]string{silent}, true, "systemd"},
 	} {
-		if got := detectCgroupDriver(tt.files); got != tt.want {
-			t.Errorf("detectCgroupDriver(%v) = %s, want %s", tt.files, got, tt.want)
+		if got := detectCgroupDriver(tt.files, tt.systemdOwnsCgroups); got != tt.want {
+			t.Errorf("detectCgroupDriver(%v, systemd owns cgroups %v) = %s, want %s", tt.files, tt.systemdOwnsCgroups, got, tt.want)
 		}
-	}
-	if err := os.Mkdir(systemdRunDir, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	writeTestFile(t, cgroupV2Marker, "cpu memory\n")
-	if got := detectCgroupDriver([]string{silent}); got != "systemd" {
-		t.Errorf("systemd-booted cgroup v2 host: detected %s, want systemd", got)
 	}
 
 	wantErr(t, checkCgroupDriver("systemd", []string{systemdConf}), "")

@@ -15,6 +15,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/tether-edge/tether/edge/edged/kuberuntime"
+	"github.com/tether-edge/tether/keadm/app/daemon"
 	"github.com/tether-edge/tether/keadm/app/paths"
 	"github.com/tether-edge/tether/pkg/apis/componentconfig/edgecore/v1alpha2"
 )
@@ -65,8 +66,9 @@ func (o *resetOptions) run(ctx context.Context, cmd *cobra.Command, l paths.Layo
 		}
 	}
 
-	if isHostRoot(l) && systemdRunning() && exists(unitFile(l)) {
-		if err := systemctl(ctx, "disable", unitName); err != nil && !strings.Contains(err.Error(), "does not exist") {
+	d := edgecore(l)
+	if onSystemd(l) && exists(d.UnitFile()) {
+		if err := daemon.Systemctl(ctx, "disable", d.UnitName()); err != nil && !strings.Contains(err.Error(), "does not exist") {
 			return err
 		}
 	}
@@ -77,8 +79,8 @@ func (o *resetOptions) run(ctx context.Context, cmd *cobra.Command, l paths.Layo
 	if err != nil {
 		return err
 	}
-	if isHostRoot(l) && systemdRunning() && slices.Contains(removed, unitFile(l)) {
-		if err := systemctl(ctx, "daemon-reload"); err != nil {
+	if onSystemd(l) && slices.Contains(removed, d.UnitFile()) {
+		if err := daemon.Systemctl(ctx, "daemon-reload"); err != nil {
 			return err
 		}
 	}
@@ -139,12 +141,13 @@ func removePods(ctx context.Context, cfg *v1alpha2.EdgeCore) (string, error) {
 // test root ends up empty.
 func removeFiles(l paths.Layout, cfg *v1alpha2.EdgeCore, haveCfg bool) ([]string, error) {
 	kubeedgeDir := filepath.Dir(l.ConfigDir())
-	files := []string{
-		l.EdgeCoreConfig(), l.EdgeCoreConfig() + ".tmp",
+	core := edgecore(l)
+	files := append([]string{
+		core.Config(),
 		filepath.Join(kubeedgeDir, "bootstrap-edgecore.conf"),
 		caFile(l), certFile(l), keyFile(l),
-		pidFile(l), logFile(l), binFile(l), binFile(l) + ".tmp", unitFile(l), unitFile(l) + ".tmp",
-	}
+		core.PIDFile(), core.LogFile(), core.Binary(), core.UnitFile(),
+	}, core.Leftovers()...)
 	dbs := []string{dbFile(l)}
 	var ownDirs []string
 	if haveCfg {
@@ -192,7 +195,7 @@ func removeFiles(l paths.Layout, cfg *v1alpha2.EdgeCore, haveCfg bool) ([]string
 			removed = append(removed, d)
 		}
 	}
-	if !isHostRoot(l) {
+	if !daemon.HostRoot(l) {
 		pruneParents(l.Root, removed)
 	}
 	return removed, errors.Join(errs...)

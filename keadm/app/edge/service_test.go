@@ -9,8 +9,8 @@ import (
 	"strconv"
 	"strings"
 	"testing"
-	"time"
 
+	"github.com/tether-edge/tether/keadm/app/daemon"
 	"github.com/tether-edge/tether/keadm/app/paths"
 )
 
@@ -67,7 +67,7 @@ func TestUnitVerifies(t *testing.T) {
 	if err != nil {
 		t.Skip("no true binary")
 	}
-	path := filepath.Join(t.TempDir(), unitName)
+	path := filepath.Join(t.TempDir(), "edgecore.service")
 	text := strings.Replace(string(unit), "ExecStart=/usr/local/bin/edgecore", "ExecStart="+exe, 1)
 	if err := os.WriteFile(path, []byte(text), 0o644); err != nil {
 		t.Fatal(err)
@@ -78,90 +78,26 @@ func TestUnitVerifies(t *testing.T) {
 	}
 }
 
+// stopEdgecore stops the edgecore in the PID file, says so, and removes the file. The stop mechanics
+// themselves are daemon's, tested there.
 func TestStopEdgecore(t *testing.T) {
 	l := paths.Layout{Root: t.TempDir()}
+	d := edgecore(l)
 	ctx := context.Background()
 	if what, err := stopEdgecore(ctx, l); err != nil || what != "" {
 		t.Fatalf("nothing running: got (%q, %v)", what, err)
 	}
 	pid := startFakeEdgecore(t)
-	writeTestFile(t, pidFile(l), pid+"\n")
+	writeTestFile(t, d.PIDFile(), pid+"\n")
 	n, _ := strconv.Atoi(pid)
-	if got, ok := runningEdgecore(pidFile(l)); !ok || got != n {
-		t.Fatalf("runningEdgecore = (%d, %v), want (%s, true)", got, ok, pid)
+	if got, ok := d.FromPIDFile(); !ok || got != n {
+		t.Fatalf("FromPIDFile = (%d, %v), want (%s, true)", got, ok, pid)
 	}
 	what, err := stopEdgecore(ctx, l)
 	if err != nil || what != "stopped edgecore (pid "+pid+")" {
 		t.Fatalf("got (%q, %v)", what, err)
 	}
-	if alive(n) || exists(pidFile(l)) {
-		t.Errorf("process alive %v, PID file left %v", alive(n), exists(pidFile(l)))
-	}
-}
-
-func TestStartBackground(t *testing.T) {
-	l := paths.Layout{Root: t.TempDir()}
-	script := filepath.Join(t.TempDir(), "edgecore")
-	writeTestFile(t, script, "#!/bin/sh\necho \"started with $*\"\necho 'fatal: no cloud' >&2\nexit 3\n")
-	if err := os.Chmod(script, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	s, err := startBackground(l, script, "/etc/x.yaml")
-	if err != nil {
-		t.Fatal(err)
-	}
-	select {
-	case err := <-s.exited:
-		if err == nil || !strings.Contains(err.Error(), "exit status 3") {
-			t.Errorf("exit %v, want status 3", err)
-		}
-	case <-time.After(10 * time.Second):
-		t.Fatal("script did not exit")
-	}
-	if got := lastLogLine(logFile(l)); got != "fatal: no cloud" {
-		t.Errorf("last log line %q", got)
-	}
-	log, _ := os.ReadFile(logFile(l))
-	if !strings.Contains(string(log), "started with --config /etc/x.yaml") {
-		t.Errorf("log %q lacks the command line", log)
-	}
-	if data, _ := os.ReadFile(pidFile(l)); strings.TrimSpace(string(data)) != strconv.Itoa(s.pid) {
-		t.Errorf("PID file %q, want %d", data, s.pid)
-	}
-}
-
-func TestInstallBinary(t *testing.T) {
-	dir := t.TempDir()
-	src := filepath.Join(dir, "src")
-	writeTestFile(t, src, "binary")
-	dst := filepath.Join(dir, "root", "usr", "local", "bin", "edgecore")
-	if copied, err := installBinary(src, dst); err != nil || !copied {
-		t.Fatalf("got (%v, %v)", copied, err)
-	}
-	if fi, err := os.Stat(dst); err != nil || fi.Mode().Perm() != 0o755 {
-		t.Fatalf("installed %v, %v", fi, err)
-	}
-	// Installing the installed binary over itself is a no-op, not a truncation.
-	if copied, err := installBinary(dst, dst); err != nil || copied {
-		t.Fatalf("same file: got (%v, %v)", copied, err)
-	}
-	if data, _ := os.ReadFile(dst); string(data) != "binary" {
-		t.Errorf("content %q", data)
-	}
-}
-
-// systemd only manages the real host: a unit under another root is not one systemd would load.
-func TestUseSystemd(t *testing.T) {
-	if useSystemd(paths.Layout{Root: t.TempDir()}, false) {
-		t.Error("systemd chosen for a --root other than /")
-	}
-	if useSystemd(paths.Layout{Root: "/"}, true) {
-		t.Error("systemd chosen despite --no-systemd")
-	}
-	old := systemdRunDir
-	systemdRunDir = t.TempDir()
-	t.Cleanup(func() { systemdRunDir = old })
-	if !useSystemd(paths.Layout{Root: "/"}, false) || !useSystemd(paths.Layout{}, false) {
-		t.Error("systemd not chosen on a systemd host with root /")
+	if daemon.Alive(n) || exists(d.PIDFile()) {
+		t.Errorf("process alive %v, PID file left %v", daemon.Alive(n), exists(d.PIDFile()))
 	}
 }
