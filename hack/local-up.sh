@@ -71,7 +71,7 @@ down() {
     # It removes the state dir last, once all is stopped; otherwise carry on and stop what is left.
     [ -d "$LOCAL_DIR" ] || { log "local-up stopped"; return 0; }
   fi
-  [ -d "$LOCAL_DIR" ] && touch "$LOCAL_DIR/stopping"
+  [ -d "$LOCAL_DIR" ] && { touch "$LOCAL_DIR/stopping"; mkdir -p "$LOGS"; }   # a start cut short may have no logs dir
   if ours "$(pidfile web-controller-app)" "$BIN_DIR/web-controller-app"; then
     stop_pid web-controller-app "$(cat "$(pidfile web-controller-app)")"; log "stopped web-controller-app"
   fi

@@ -281,6 +281,9 @@ func (r *run) cloud(ctx context.Context, msg model.Message) {
 	case res == resource.TypeMembership:
 		r.membership(ctx, msg)
 		return
+	case res == resource.TypeMembershipDetail:
+		r.membershipDetail(ctx, msg)
+		return
 	case strings.HasPrefix(res, resource.TypeDevice+resource.Sep):
 		d, err := resource.ParseDevice(res)
 		if err == nil && d.Sub == resource.TypeTwinCloudUpdated {
@@ -297,8 +300,8 @@ func (r *run) cloud(ctx context.Context, msg model.Message) {
 			return
 		}
 	}
-	// membership/detail results, v1beta1 Device objects relayed by
-	// MetaManager and the like are not part of the v1.7 protocol we speak.
+	// v1beta1 Device objects relayed by MetaManager and the like are not
+	// part of the v1.7 protocol we speak.
 	klog.V(2).InfoS("Ignoring message", "message", msg.String())
 }
 
@@ -560,14 +563,70 @@ func (r *run) membership(ctx context.Context, msg model.Message) {
 		klog.InfoS("Ignoring malformed membership update", "message", msg.String(), "err", err)
 		return
 	}
-	published := twin.MembershipUpdate{BaseMessage: twin.BaseMessage{EventID: mu.EventID, Timestamp: nowMs()},
+	r.applyMembership(ctx, mu.EventID, mu.AddedDevices, mu.RemovedDevices)
+}
+
+// membershipDetail applies the cloud's full device list for this node
+// (membership/detail, spec §14.5) as a replacement: listed devices are
+// added or updated, every other device is removed.
+//
+// The detail is a snapshot, yet it needs no version check against
+// membership updates. DeviceController sends everything for a node from
+// one goroutine, so the detail is its announced state right after every
+// membership message enqueued before it, and any later change leaves as a
+// later message; CloudHub, EdgeHub and this module keep a node's messages
+// in that order. Applying the detail where it arrives therefore neither
+// undoes an update the cloud made before it nor can be overtaken by one it
+// made after. Comparing event timestamps instead would misjudge exactly
+// these cases whenever the cloud's clock steps.
+func (r *run) membershipDetail(ctx context.Context, msg model.Message) {
+	var md struct {
+		twin.BaseMessage
+		// A pointer tells a missing or null list from an empty one: only
+		// an explicit [] may remove every device.
+		Devices *[]twin.Device `json:"devices"`
+	}
+	if err := msg.UnmarshalContent(&md); err != nil {
+		klog.InfoS("Ignoring malformed membership detail", "message", msg.String(), "err", err)
+		return
+	}
+	if md.Devices == nil {
+		klog.InfoS("Ignoring membership detail without a device list", "message", msg.String())
+		return
+	}
+	// An entry without a usable id cannot be matched to a stored device, so
+	// the list is not a snapshot we can trust to remove by.
+	listed := make(map[string]bool, len(*md.Devices))
+	for i, d := range *md.Devices {
+		id := deviceID(d)
+		if err := validateDeviceID(id); err != nil {
+			klog.InfoS("Ignoring membership detail with an invalid device", "message", msg.String(), "index", i, "err", err)
+			return
+		}
+		listed[id] = true
+	}
+	var removed []twin.Device
+	for _, id := range slices.Sorted(maps.Keys(r.devices)) {
+		if !listed[id] {
+			removed = append(removed, twin.Device{ID: id, Name: r.devices[id].Name})
+		}
+	}
+	klog.V(2).InfoS("Applying membership detail", "devices", len(*md.Devices), "removing", len(removed))
+	r.applyMembership(ctx, md.EventID, *md.Devices, removed)
+}
+
+// applyMembership adds or updates added, removes removed and tells apps
+// what changed in one membership/updated publication, as KubeEdge does for
+// both membership updates and details.
+func (r *run) applyMembership(ctx context.Context, eventID string, added, removed []twin.Device) {
+	published := twin.MembershipUpdate{BaseMessage: twin.BaseMessage{EventID: eventID, Timestamp: nowMs()},
 		AddedDevices: []twin.Device{}, RemovedDevices: []twin.Device{}}
-	for _, d := range mu.AddedDevices {
-		if dev, ok := r.addDevice(ctx, mu.EventID, d); ok {
+	for _, d := range added {
+		if dev, ok := r.addDevice(ctx, eventID, d); ok {
 			published.AddedDevices = append(published.AddedDevices, dev)
 		}
 	}
-	for _, d := range mu.RemovedDevices {
+	for _, d := range removed {
 		if dev, ok := r.removeDevice(ctx, d); ok {
 			published.RemovedDevices = append(published.RemovedDevices, dev)
 		}
