@@ -30,6 +30,7 @@ const (
 type embeddedBroker struct {
 	addr string
 	srv  *mqtt.Server
+	ln   net.Listener
 	// onMessage must not block: it runs on the publishing client's goroutine.
 	onMessage func(topic string, payload []byte)
 }
@@ -50,10 +51,17 @@ func startBroker(addr string, sessionQueue int, onMessage func(topic string, pay
 	if err := srv.AddHook(new(allowAll), nil); err != nil {
 		return nil, fmt.Errorf("embedded MQTT broker on %s: add auth hook: %w", addr, err)
 	}
-	if err := srv.AddListener(listeners.NewTCP(listeners.Config{ID: "tcp", Address: addr})); err != nil {
+	// Our own listener, so that close can shut it before mochi disconnects the clients (see close).
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("embedded MQTT broker: listen on %s: %w", addr, err)
+	}
+	if err := srv.AddListener(listeners.NewNet("tcp", ln)); err != nil {
+		_ = ln.Close()
 		return nil, fmt.Errorf("embedded MQTT broker: listen on %s: %w", addr, err)
 	}
 	if err := srv.Serve(); err != nil {
+		_ = ln.Close()
 		_ = srv.Close()
 		return nil, fmt.Errorf("embedded MQTT broker on %s: %w", addr, err)
 	}
@@ -63,7 +71,7 @@ func startBroker(addr string, sessionQueue int, onMessage func(topic string, pay
 		}
 	}
 	klog.InfoS("Embedded MQTT broker listening", "address", addr)
-	return &embeddedBroker{addr: addr, srv: srv, onMessage: onMessage}, nil
+	return &embeddedBroker{addr: addr, srv: srv, ln: ln, onMessage: onMessage}, nil
 }
 
 // allowAll admits every client and topic. Without an auth hook mochi
@@ -108,6 +116,10 @@ func (b *embeddedBroker) publish(topic string, payload []byte, qos byte, retain 
 }
 
 func (b *embeddedBroker) close() {
+	// mochi disconnects its clients before it closes the listener, and drops without closing a connection
+	// accepted meanwhile: a mapper reconnecting at once would hang until its connect timeout against an
+	// edgecore that restarts in-process. A closed listener refuses it at once instead.
+	_ = b.ln.Close()
 	if err := b.srv.Close(); err != nil {
 		klog.ErrorS(err, "Cannot stop embedded MQTT broker", "address", b.addr)
 	}

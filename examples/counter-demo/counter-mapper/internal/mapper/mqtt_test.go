@@ -42,6 +42,7 @@ type fakeEdge struct {
 	order      sync.Mutex
 	mu         sync.Mutex
 	srv        *mqttserver.Server
+	ln         net.Listener
 	expected   string
 	actual     string
 	gets       int
@@ -94,16 +95,20 @@ func (e *fakeEdge) start(addr string) {
 		e.t.Fatal(err)
 	}
 	e.mu.Lock()
-	e.srv, e.addr = srv, ln.Addr().String()
+	e.srv, e.ln, e.addr = srv, ln, ln.Addr().String()
 	e.mu.Unlock()
 }
 
 func (e *fakeEdge) stop() {
 	e.mu.Lock()
-	srv := e.srv
-	e.srv = nil
+	srv, ln := e.srv, e.ln
+	e.srv, e.ln = nil, nil
 	e.mu.Unlock()
 	if srv != nil {
+		// mochi disconnects its clients before it closes the listener, and drops (without closing) a
+		// connection it accepts meanwhile: a client that reconnects at once would wait its whole connect
+		// timeout for a CONNACK. Closing the listener first makes that reconnect fail fast instead.
+		_ = ln.Close()
 		_ = srv.Close()
 	}
 }
