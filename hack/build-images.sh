@@ -23,6 +23,8 @@ COUNTER_MAPPER_IMAGE=${COUNTER_MAPPER_IMAGE:-docker.io/tether/counter-mapper:v1}
 # image name -> Go package and reference
 declare -A PKG_OF=([pause]=./build/images/pause [testapp]=./build/images/testapp
   [web-controller-app]=./examples/counter-demo/web-controller-app [counter-mapper]=./examples/counter-demo/counter-mapper)
+# beego (the web app) prints a warning at start unless it finds conf/app.conf, even an empty one.
+declare -A EXTRA_OF=([web-controller-app]="-empty-file /conf/app.conf")
 declare -A REF_OF=([pause]=$PAUSE_IMAGE [testapp]=$TESTAPP_IMAGE
   [web-controller-app]=$COUNTER_WEB_IMAGE [counter-mapper]=$COUNTER_MAPPER_IMAGE)
 read -r -a IMAGES <<< "${TETHER_IMAGES:-pause testapp web-controller-app counter-mapper}"
@@ -50,12 +52,13 @@ build() {
   log "binaries built in $(since "$t")s"
   for img in "${IMAGES[@]}"; do
     out=$IMAGES_DIR/$img.tar
-    key=$(cat "$bin/$img-$ARCH" "$bin/mkimage" | sha256sum | cut -d' ' -f1)" ${REF_OF[$img]} $ARCH"
+    key=$(cat "$bin/$img-$ARCH" "$bin/mkimage" | sha256sum | cut -d' ' -f1)" ${REF_OF[$img]} $ARCH ${EXTRA_OF[$img]:-}"
     if [ -f "$out" ] && [ "$(cat "$out.key" 2>/dev/null)" = "$key" ]; then
       log "$img: $out is current (${REF_OF[$img]})"; continue
     fi
     t=$(now)
-    "$bin/mkimage" -bin "$bin/$img-$ARCH" -entrypoint "/$img" -arch "$ARCH" -ref "${REF_OF[$img]}" -out "$out" \
+    # shellcheck disable=SC2086 # EXTRA_OF holds flags
+    "$bin/mkimage" -bin "$bin/$img-$ARCH" -entrypoint "/$img" -arch "$ARCH" -ref "${REF_OF[$img]}" -out "$out" ${EXTRA_OF[$img]:-} \
       || die "packing $img into $out failed"
     echo "$key" > "$out.key"
     log "$img: packed ${REF_OF[$img]} ($ARCH, $(du -k "$out" | cut -f1) KiB) in $(since "$t")s"

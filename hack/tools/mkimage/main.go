@@ -40,14 +40,29 @@ func (e *envFlags) Set(v string) error {
 	return nil
 }
 
+// pathFlags collects repeated absolute paths.
+type pathFlags []string
+
+func (p *pathFlags) String() string { return strings.Join(*p, ",") }
+
+func (p *pathFlags) Set(v string) error {
+	if !path.IsAbs(v) || path.Clean(v) != v || v == "/" {
+		return fmt.Errorf("path %q: want a clean absolute file path, e.g. /conf/app.conf", v)
+	}
+	*p = append(*p, v)
+	return nil
+}
+
 type options struct {
 	bin, ref, out, arch, entrypoint string
 	env                             []string
+	emptyFiles                      []string
 }
 
 func main() {
 	var o options
 	var env envFlags
+	var emptyFiles pathFlags
 	klog.InitFlags(nil)
 	flag.StringVar(&o.bin, "bin", "", "static binary to put in the image (required)")
 	flag.StringVar(&o.ref, "ref", "", "image reference written into the archive, e.g. docker.io/tether/pause:3.10 (required)")
@@ -55,8 +70,9 @@ func main() {
 	flag.StringVar(&o.arch, "arch", runtime.GOARCH, "image architecture: the GOARCH the binary was built for")
 	flag.StringVar(&o.entrypoint, "entrypoint", "", "path of the binary inside the image (default /<basename of -bin>)")
 	flag.Var(&env, "env", "KEY=VALUE added to the image environment (repeatable)")
+	flag.Var(&emptyFiles, "empty-file", "absolute path of an empty file to add, for programs that insist on a config file (repeatable)")
 	flag.Parse()
-	o.env = env
+	o.env, o.emptyFiles = env, emptyFiles
 	if o.bin == "" || o.ref == "" || o.out == "" {
 		fmt.Fprintln(os.Stderr, "mkimage: -bin, -ref and -out are required")
 		flag.Usage()
@@ -76,7 +92,7 @@ func run(o options) error {
 	if err != nil {
 		return fmt.Errorf("reading binary: %w", err)
 	}
-	layerTar, err := rootfs(bin, o.entrypoint)
+	layerTar, err := rootfs(bin, o.entrypoint, o.emptyFiles)
 	if err != nil {
 		return fmt.Errorf("building layer for %s: %w", o.bin, err)
 	}
@@ -128,16 +144,19 @@ func run(o options) error {
 }
 
 // rootfs returns the layer: the binary at entrypoint plus the few files and mount points a runtime and Go's
-// os/user expect. Owners are root and times are zero so equal binaries give equal layers.
-func rootfs(bin []byte, entrypoint string) ([]byte, error) {
+// os/user expect, and the requested empty files. Owners are root and times are zero so equal binaries give equal
+// layers.
+func rootfs(bin []byte, entrypoint string, emptyFiles []string) ([]byte, error) {
 	var buf bytes.Buffer
 	tw := tar.NewWriter(&buf)
 	epoch := time.Unix(0, 0)
 	dirs := map[string]int64{"etc/": 0o755, "tmp/": 0o1777, "proc/": 0o555, "sys/": 0o555, "dev/": 0o755}
-	// Parent dirs of the entrypoint, e.g. /usr/local/bin/app.
-	for d := path.Dir(strings.TrimPrefix(entrypoint, "/")); d != "." && d != "/"; d = path.Dir(d) {
-		if _, ok := dirs[d+"/"]; !ok {
-			dirs[d+"/"] = 0o755
+	// Parent dirs of the entrypoint and the empty files, e.g. /usr/local/bin/app.
+	for _, f := range append([]string{entrypoint}, emptyFiles...) {
+		for d := path.Dir(strings.TrimPrefix(f, "/")); d != "." && d != "/"; d = path.Dir(d) {
+			if _, ok := dirs[d+"/"]; !ok {
+				dirs[d+"/"] = 0o755
+			}
 		}
 	}
 	for _, d := range sortedKeys(dirs) {
@@ -145,14 +164,18 @@ func rootfs(bin []byte, entrypoint string) ([]byte, error) {
 			return nil, err
 		}
 	}
-	files := []struct {
+	type file struct {
 		name string
 		mode int64
 		data []byte
-	}{
+	}
+	files := []file{
 		{"etc/passwd", 0o644, []byte("root:x:0:0:root:/:/sbin/nologin\nnobody:x:65534:65534:nobody:/:/sbin/nologin\n")},
 		{"etc/group", 0o644, []byte("root:x:0:\nnobody:x:65534:\n")},
 		{strings.TrimPrefix(entrypoint, "/"), 0o755, bin},
+	}
+	for _, f := range emptyFiles {
+		files = append(files, file{strings.TrimPrefix(f, "/"), 0o644, nil})
 	}
 	for _, f := range files {
 		hdr := &tar.Header{Typeflag: tar.TypeReg, Name: f.name, Mode: f.mode, Size: int64(len(f.data)), ModTime: epoch}
