@@ -144,6 +144,17 @@ func (q *request) name(objName string) (string, error) {
 	return q.res.Name, nil
 }
 
+// key returns the resource's namespace and name, checked as namespace and name check them.
+func (q *request) key(objNS, objName string) (ns, name string, err error) {
+	if ns, err = q.namespace(objNS); err != nil {
+		return "", "", err
+	}
+	if name, err = q.name(objName); err != nil {
+		return "", "", err
+	}
+	return ns, name, nil
+}
+
 // serve runs one request on a pool worker. API calls get their own deadline; the reply uses the module's context so
 // a request that used up its time still gets its error back.
 func (r *run) serve(ctx context.Context, h handler, req *request) {
@@ -515,11 +526,7 @@ func ownPod(req *request, p *corev1.Pod) error {
 }
 
 func (r *run) patchPodStatus(ctx context.Context, req *request) (runtime.Object, error) {
-	ns, err := req.namespace("")
-	if err != nil {
-		return nil, err
-	}
-	name, err := req.name("")
+	ns, name, err := req.key("", "")
 	if err != nil {
 		return nil, err
 	}
@@ -623,11 +630,7 @@ func deleteNowIfUID(uid types.UID) *metav1.DeleteOptions {
 
 // deletePod deletes a pod for its node. The content is a UID ([v1.7]) or DeleteOptions (kubelet bridge).
 func (r *run) deletePod(ctx context.Context, req *request) (runtime.Object, error) {
-	ns, err := req.namespace("")
-	if err != nil {
-		return nil, err
-	}
-	name, err := req.name("")
+	ns, name, err := req.key("", "")
 	if err != nil {
 		return nil, err
 	}
@@ -674,11 +677,7 @@ func (r *run) createPod(ctx context.Context, req *request) (runtime.Object, erro
 	if err := req.decode(&p); err != nil {
 		return nil, err
 	}
-	ns, err := req.namespace(p.Namespace)
-	if err != nil {
-		return nil, err
-	}
-	name, err := req.name(p.Name)
+	ns, name, err := req.key(p.Namespace, p.Name)
 	if err != nil {
 		return nil, err
 	}
@@ -711,10 +710,7 @@ func (r *run) writeLease(ctx context.Context, req *request) (runtime.Object, err
 	if err := req.decode(&l); err != nil {
 		return nil, err
 	}
-	if _, err := req.namespace(l.Namespace); err != nil {
-		return nil, err
-	}
-	if _, err := req.name(l.Name); err != nil {
+	if _, _, err := req.key(l.Namespace, l.Name); err != nil {
 		return nil, err
 	}
 	l.Namespace, l.Name = req.res.Namespace, req.res.Name
@@ -745,11 +741,7 @@ func (r *run) queryLease(ctx context.Context, req *request) (runtime.Object, err
 }
 
 func (r *run) queryConfigMap(ctx context.Context, req *request) (runtime.Object, error) {
-	ns, err := req.namespace("")
-	if err != nil {
-		return nil, err
-	}
-	name, err := req.name("")
+	ns, name, err := req.key("", "")
 	if err != nil {
 		return nil, err
 	}
@@ -765,11 +757,7 @@ func (r *run) queryConfigMap(ctx context.Context, req *request) (runtime.Object,
 }
 
 func (r *run) querySecret(ctx context.Context, req *request) (runtime.Object, error) {
-	ns, err := req.namespace("")
-	if err != nil {
-		return nil, err
-	}
-	name, err := req.name("")
+	ns, name, err := req.key("", "")
 	if err != nil {
 		return nil, err
 	}
@@ -789,11 +777,7 @@ func (r *run) createToken(ctx context.Context, req *request) (runtime.Object, er
 	if err := req.decode(&tr); err != nil {
 		return nil, err
 	}
-	ns, err := req.namespace(tr.Namespace)
-	if err != nil {
-		return nil, err
-	}
-	name, err := req.name("")
+	ns, name, err := req.key(tr.Namespace, "")
 	if err != nil {
 		return nil, err
 	}
@@ -835,11 +819,7 @@ func (r *run) writeEvent(ctx context.Context, req *request) (runtime.Object, err
 			return nil, err
 		}
 	}
-	ns, err := req.namespace(ev.Namespace)
-	if err != nil {
-		return nil, err
-	}
-	name, err := req.name(ev.Name)
+	ns, name, err := req.key(ev.Namespace, ev.Name)
 	if err != nil {
 		return nil, err
 	}
