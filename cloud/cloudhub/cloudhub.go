@@ -274,7 +274,9 @@ func (h *CloudHub) Start(ctx context.Context) error {
 		}
 	})
 	wg.Go(func() {
-		if err := h.receiveLoop(ctx); err != nil {
+		// The mailbox only moves into the node queues: it never blocks on a node or on the API server, so one slow
+		// node cannot hold up the others.
+		if err := h.opts.Bus.Serve(ctx, modules.CloudHub, h.downstream); err != nil {
 			fatal <- err
 		}
 	})

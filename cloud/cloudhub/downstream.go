@@ -1,9 +1,7 @@
 package cloudhub
 
 import (
-	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"strconv"
 	"strings"
@@ -14,7 +12,6 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/klog/v2"
 
-	"github.com/tether-edge/tether/pkg/beehive"
 	"github.com/tether-edge/tether/pkg/beehive/model"
 	"github.com/tether-edge/tether/pkg/modules"
 	"github.com/tether-edge/tether/pkg/resource"
@@ -26,23 +23,6 @@ const (
 	sourceNodeUpgradeJobController = "nodeupgradejobcontroller"
 	contentOK                      = "OK"
 )
-
-// receiveLoop moves the cloudhub mailbox into the node queues. It never
-// blocks on a node or on the API server, so one slow node cannot hold up
-// the others.
-func (h *CloudHub) receiveLoop(ctx context.Context) error {
-	for {
-		msg, err := h.opts.Bus.Receive(ctx, modules.CloudHub)
-		switch {
-		case err == nil:
-			h.downstream(msg)
-		case ctx.Err() != nil, errors.Is(err, beehive.ErrStopped):
-			return nil
-		default:
-			return fmt.Errorf("receive downstream messages: %w", err)
-		}
-	}
-}
 
 // downstream queues one controller message for its node (§5.3).
 func (h *CloudHub) downstream(msg model.Message) {

@@ -196,21 +196,7 @@ func (r *run) run(parent context.Context) error {
 	if r.onReady != nil {
 		r.onReady()
 	}
-	return r.receiveLoop(ctx)
-}
-
-func (r *run) receiveLoop(ctx context.Context) error {
-	for {
-		msg, err := r.opts.Bus.Receive(ctx, modules.DeviceController)
-		switch {
-		case err == nil:
-			r.dispatch(ctx, msg)
-		case ctx.Err() != nil, errors.Is(err, beehive.ErrStopped):
-			return nil
-		default:
-			return fmt.Errorf("receiving device messages: %w", err)
-		}
-	}
+	return r.opts.Bus.Serve(ctx, modules.DeviceController, func(msg model.Message) { r.dispatch(ctx, msg) })
 }
 
 // dispatch routes one mailbox message without waiting on the API server.

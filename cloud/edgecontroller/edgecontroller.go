@@ -178,21 +178,7 @@ func (r *run) run(parent context.Context) error {
 	klog.InfoS("EdgeController caches synced")
 	// Only now: edge-ness and references are read from the listers, which must be complete.
 	r.wg.Go(func() { r.down.loop(ctx) })
-	return r.receiveLoop(ctx)
-}
-
-func (r *run) receiveLoop(ctx context.Context) error {
-	for {
-		msg, err := r.opts.Bus.Receive(ctx, modules.EdgeController)
-		switch {
-		case err == nil:
-			r.dispatch(ctx, msg)
-		case ctx.Err() != nil, errors.Is(err, beehive.ErrStopped):
-			return nil
-		default:
-			return fmt.Errorf("receiving edge messages: %w", err)
-		}
-	}
+	return r.opts.Bus.Serve(ctx, modules.EdgeController, func(msg model.Message) { r.dispatch(ctx, msg) })
 }
 
 // dispatch routes one mailbox message. It never waits on the API server: requests go to bounded pools and are

@@ -153,16 +153,7 @@ func (d *DeviceTwin) Start(ctx context.Context) error {
 	}()
 	ob.signal()
 
-	for {
-		msg, err := d.bus.Receive(ctx, d.Name())
-		if err != nil {
-			if ctx.Err() != nil || errors.Is(err, beehive.ErrStopped) {
-				return nil
-			}
-			return fmt.Errorf("devicetwin: %w", err)
-		}
-		r.handle(ctx, msg)
-	}
+	return d.bus.Serve(ctx, d.Name(), func(msg model.Message) { r.handle(ctx, msg) })
 }
 
 // handle turns a panic into a log line: one bad message must not stop the

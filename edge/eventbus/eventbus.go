@@ -248,21 +248,13 @@ func (e *EventBus) Start(ctx context.Context) error {
 	klog.InfoS("Event bus started", "mode", e.mode, "internal", e.internalAddr, "external", e.external,
 		"subscriptions", len(s.filters()))
 
-	for {
-		msg, err := e.bus.Receive(ctx, e.Name())
-		if err != nil {
-			if ctx.Err() != nil || errors.Is(err, beehive.ErrStopped) {
-				if s.pubQ != nil {
-					if n := s.pubQ.len(); n > 0 {
-						klog.InfoS("Discarding unsent MQTT messages", "count", n)
-					}
-				}
-				return nil
-			}
-			return fmt.Errorf("eventbus: %w", err)
+	err = e.bus.Serve(ctx, e.Name(), func(msg model.Message) { s.handle(ctx, &msg) })
+	if err == nil && s.pubQ != nil {
+		if n := s.pubQ.len(); n > 0 {
+			klog.InfoS("Discarding unsent MQTT messages", "count", n)
 		}
-		s.handle(ctx, &msg)
 	}
+	return err
 }
 
 // filters returns every filter to subscribe to: built-in, then dynamic.

@@ -98,16 +98,7 @@ func (m *MetaManager) Connected() bool { return m.connected.Load() }
 // cloud's per-object order is kept in the database.
 func (m *MetaManager) Start(ctx context.Context) error {
 	defer m.wg.Wait()
-	for {
-		msg, err := m.bus.Receive(ctx, m.Name())
-		if err != nil {
-			if ctx.Err() != nil || errors.Is(err, beehive.ErrStopped) {
-				return nil
-			}
-			return fmt.Errorf("metamanager: %w", err)
-		}
-		m.handle(ctx, msg)
-	}
+	return m.bus.Serve(ctx, m.Name(), func(msg model.Message) { m.handle(ctx, msg) })
 }
 
 // handle turns a panic into a log line: one bad message must not stop

@@ -189,20 +189,13 @@ func (sb *ServiceBus) Start(ctx context.Context) error {
 	sem := make(chan struct{}, maxConcurrent)
 	klog.InfoS("Service bus started", "server", sb.addr, "allowList", sb.allow.list())
 
-	for {
-		msg, err := sb.bus.Receive(ctx, modules.ServiceBus)
-		if err != nil {
-			if ctx.Err() != nil || errors.Is(err, beehive.ErrStopped) {
-				return nil
-			}
-			return fmt.Errorf("servicebus: %w", err)
-		}
+	return sb.bus.Serve(ctx, modules.ServiceBus, func(msg model.Message) {
 		res := msg.GetResource()
 		switch msg.GetOperation() {
 		case model.StartOperation:
 			if err := checkEntry(res); err != nil {
 				klog.InfoS("Ignoring bad allow-list entry", "msg", msg.String(), "err", err)
-				continue
+				return
 			}
 			if err := store.Add(ctx, res); err != nil {
 				klog.ErrorS(err, "Allow-listing only until restart")
@@ -224,14 +217,14 @@ func (sb *ServiceBus) Start(ctx context.Context) error {
 			select {
 			case sem <- struct{}{}:
 			case <-ctx.Done():
-				return nil
+				return // the next receive ends Serve
 			}
 			wg.Go(func() {
 				defer func() { <-sem }()
 				sb.serve(ctx, &msg)
 			})
 		}
-	}
+	})
 }
 
 // serve calls the local app for one cloud request and sends the answer,

@@ -217,6 +217,24 @@ func (b *Bus) Receive(ctx context.Context, module string) (model.Message, error)
 	}
 }
 
+// Serve is a module's main loop: it hands each message of module's mailbox
+// to handle, one at a time and in order, until ctx is done or the bus
+// stops, which both end it with nil. Any other receive error (an unknown
+// module) is returned.
+func (b *Bus) Serve(ctx context.Context, module string, handle func(model.Message)) error {
+	for {
+		msg, err := b.Receive(ctx, module)
+		switch {
+		case err == nil:
+			handle(msg)
+		case ctx.Err() != nil, errors.Is(err, ErrStopped):
+			return nil
+		default:
+			return fmt.Errorf("serving %s: %w", module, err)
+		}
+	}
+}
+
 // SendSync sets header.sync, sends msg to module and waits for the response
 // whose parent_msg_id is msg's id. timeout <= 0 means DefaultSyncTimeout;
 // it covers both enqueueing and waiting. On timeout the error wraps

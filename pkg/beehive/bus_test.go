@@ -164,6 +164,52 @@ func TestPerSenderOrdering(t *testing.T) {
 	wg.Wait()
 }
 
+func TestServe(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		module  string
+		end     func(cancel context.CancelFunc, stop context.CancelFunc)
+		wantErr string
+	}{
+		{name: "context done", module: "sink", end: func(cancel, _ context.CancelFunc) { cancel() }},
+		{name: "bus stopped", module: "sink", end: func(_, stop context.CancelFunc) { stop() }},
+		{name: "unknown module", module: "nobody", wantErr: `serving nobody: receive: `},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			b := newBus(t, Options{}, &testModule{name: "sink"})
+			stop := runBus(t, b)
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			for i := range 3 {
+				if err := b.Send(ctx, "sink", msg(fmt.Sprint(i))); err != nil {
+					t.Fatal(err)
+				}
+			}
+			got := make(chan string, 3)
+			done := make(chan error, 1)
+			go func() {
+				done <- b.Serve(ctx, tc.module, func(m model.Message) { got <- m.GetID() })
+			}()
+			if tc.end != nil {
+				for i := range 3 {
+					if id := <-got; id != fmt.Sprint(i) {
+						t.Fatalf("message %d: got id %q", i, id)
+					}
+				}
+				tc.end(cancel, stop)
+			}
+			select {
+			case err := <-done:
+				if tc.wantErr == "" && err != nil || tc.wantErr != "" && (err == nil || !strings.Contains(err.Error(), tc.wantErr)) {
+					t.Fatalf("Serve = %v, want error containing %q", err, tc.wantErr)
+				}
+			case <-time.After(testWait):
+				t.Fatal("Serve did not return")
+			}
+		})
+	}
+}
+
 func TestSendBlocksWhileFull(t *testing.T) {
 	b := newBus(t, Options{MailboxSize: 1}, &testModule{name: "m"})
 	if err := b.Send(context.Background(), "m", msg("1")); err != nil {

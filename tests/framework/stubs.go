@@ -3,7 +3,6 @@ package framework
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"sync"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -49,26 +48,19 @@ func (m *AckingMeta) Enable() bool  { return true }
 
 // Start records and ACKs until ctx is done.
 func (m *AckingMeta) Start(ctx context.Context) error {
-	for {
-		msg, err := m.bus.Receive(ctx, m.Name())
-		if err != nil {
-			if ctx.Err() != nil || errors.Is(err, beehive.ErrStopped) {
-				return nil
-			}
-			return err
-		}
+	return m.bus.Serve(ctx, m.Name(), func(msg model.Message) {
 		if msg.GetResource() == model.ResourceNodeConnection {
-			continue
+			return
 		}
 		m.store.record(msg)
 		if msg.GetGroup() != model.GroupResource || msg.GetOperation() == model.ResponseOperation {
-			continue
+			return
 		}
 		ack := model.NewRespByMessage(&msg, "OK")
 		if err := m.bus.Send(ctx, modules.EdgeHub, *ack); err != nil && ctx.Err() == nil {
 			klog.ErrorS(err, "Test meta stand-in could not ACK", "message", msg.GetID())
 		}
-	}
+	})
 }
 
 func (m *EdgeStore) record(msg model.Message) {
@@ -125,18 +117,11 @@ func (r *Recorder) Enable() bool  { return true }
 
 // Start records until ctx is done.
 func (r *Recorder) Start(ctx context.Context) error {
-	for {
-		msg, err := r.bus.Receive(ctx, r.name)
-		if err != nil {
-			if ctx.Err() != nil || errors.Is(err, beehive.ErrStopped) {
-				return nil
-			}
-			return err
-		}
+	return r.bus.Serve(ctx, r.name, func(msg model.Message) {
 		r.mu.Lock()
 		r.msgs = append(r.msgs, msg)
 		r.mu.Unlock()
-	}
+	})
 }
 
 // Messages returns what was recorded, in order.
