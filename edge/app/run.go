@@ -155,6 +155,7 @@ func newEdged(cfg *v1alpha2.Edged, bus *beehive.Bus) (*edged.Edged, func(), erro
 		PodSandboxImage: cfg.PodSandboxImage,
 		CgroupParent:    k.CgroupRoot,
 		NodeIP:          edged.NodeIP(cfg.NodeIP),
+		SeccompDefault:  k.SeccompDefault || cfg.SeccompDefault,
 	})
 	if err != nil {
 		return nil, nil, fmt.Errorf("container runtime at %s: %w", k.ContainerRuntimeEndpoint, err)

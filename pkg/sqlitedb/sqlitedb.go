@@ -5,7 +5,9 @@ package sqlitedb
 
 import (
 	"database/sql"
+	"errors"
 	"fmt"
+	"io/fs"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -40,6 +42,11 @@ func OpenWriter(path string, extra url.Values) (*sql.DB, string, error) {
 	if err := os.MkdirAll(filepath.Dir(abs), 0o750); err != nil {
 		return nil, "", fmt.Errorf("creating the directory of %q: %w", abs, err)
 	}
+	// Created by us, not SQLite: SQLite would create it 0644 less the umask, and gives the -wal and -shm files
+	// the database file's mode.
+	if err := createPrivate(abs); err != nil {
+		return nil, "", err
+	}
 	params := url.Values{
 		"_busy_timeout": {BusyTimeoutParam()},
 		"_journal_mode": {"WAL"},
@@ -59,5 +66,65 @@ func OpenWriter(path string, extra url.Values) (*sql.DB, string, error) {
 	db.SetMaxIdleConns(1)
 	db.SetConnMaxLifetime(0)
 	db.SetConnMaxIdleTime(0)
+	// Connecting switches to WAL, which creates -wal and -shm; then every file of the database is made private,
+	// which also repairs files left readable by older versions.
+	if err := db.Ping(); err != nil {
+		_ = db.Close()
+		return nil, "", fmt.Errorf("opening %q: %w", abs, err)
+	}
+	if err := MakePrivate(abs); err != nil {
+		_ = db.Close()
+		return nil, "", err
+	}
 	return db, abs, nil
+}
+
+// Mode is the mode of the database and its -wal, -shm and -journal files. The database holds the node's
+// Secrets (MetaManager keeps them for offline use): nobody but edgecore (root) may read it, whatever the umask
+// or the directory it is in.
+const Mode = 0o600
+
+// companions are the files SQLite keeps next to the database.
+var companions = []string{"", "-wal", "-shm", "-journal"}
+
+// createPrivate creates the database file with Mode if it does not exist yet.
+func createPrivate(abs string) error {
+	f, err := os.OpenFile(abs, os.O_RDWR|os.O_CREATE|os.O_EXCL, Mode)
+	if errors.Is(err, fs.ErrExist) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("creating %q: %w", abs, err)
+	}
+	// The umask only ever removes bits, but a chmod makes the mode exact either way.
+	if err := f.Chmod(Mode); err != nil {
+		_ = f.Close()
+		return fmt.Errorf("creating %q: %w", abs, err)
+	}
+	return f.Close()
+}
+
+// MakePrivate sets Mode on the database at abs and on those of its companion files that exist.
+func MakePrivate(abs string) error {
+	for _, suffix := range companions {
+		p := abs + suffix
+		fi, err := os.Lstat(p)
+		if errors.Is(err, fs.ErrNotExist) {
+			continue
+		}
+		if err != nil {
+			return fmt.Errorf("checking the mode of %q: %w", p, err)
+		}
+		if !fi.Mode().IsRegular() {
+			// Never chmod through a symlink: its target is not ours to change.
+			return fmt.Errorf("database file %q is not a regular file (%s)", p, fi.Mode().Type())
+		}
+		if fi.Mode().Perm() == Mode {
+			continue
+		}
+		if err := os.Chmod(p, Mode); err != nil {
+			return fmt.Errorf("making %q private: %w", p, err)
+		}
+	}
+	return nil
 }

@@ -17,6 +17,7 @@ import (
 
 	cloudapp "github.com/tether-edge/tether/cloud/app"
 	edgeapp "github.com/tether-edge/tether/edge/app"
+	"github.com/tether-edge/tether/edge/edged/kuberuntime"
 	"github.com/tether-edge/tether/edge/edgehub"
 	cloudcfg "github.com/tether-edge/tether/pkg/apis/componentconfig/cloudcore/v1alpha1"
 	edgecfg "github.com/tether-edge/tether/pkg/apis/componentconfig/edgecore/v1alpha2"
@@ -214,6 +215,14 @@ func StartEdgeNode(t testing.TB, cfg *edgecfg.EdgeCore) *Edge {
 	case err := <-e.done:
 		t.Fatalf("edgecore exited during start: %v", err)
 	}
+	// After Stop (cleanups run last-in first-out): Edged mounts secret tmpfs and subPath binds under its root
+	// directory, which outlive edgecore as on a real node and would keep the test's directory from going.
+	root := cfg.Modules.Edged.RootDirectory
+	t.Cleanup(func() {
+		if err := kuberuntime.UnmountAll(root); err != nil {
+			t.Errorf("unmounting pod volumes under %s: %v", root, err)
+		}
+	})
 	t.Cleanup(e.Stop)
 	return e
 }

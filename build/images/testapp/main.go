@@ -10,6 +10,18 @@
 //
 // It logs its environment at start and one "tick" line per second to stdout, so tests can read the CRI log.
 // SIGTERM ends it with code 0 after a "terminating" line, as a well-behaved app would.
+//
+// The image has no shell, so arguments are steps run once at start, before the above, separated by "--"
+// (each prints one line per result, prefixed with the step, for tests to find in the log):
+//
+//	cat FILE           print FILE, one "cat FILE: <line>" per line, or "cat FILE: error: ..."
+//	write FILE TEXT    write TEXT to FILE: "write FILE: ok" or "write FILE: error: ..."
+//	symlink TARGET LINK  create LINK -> TARGET: "symlink LINK: ok" or an error
+//	mkdir DIR          create DIR and its parents: "mkdir DIR: ok" or an error
+//	ls DIR             list DIR: "ls DIR: <name>" per entry, or an error
+//
+// e.g. args ["symlink", "/", "/vol/escape", "--", "cat", "/proc/self/status"] with EXIT_AFTER=0 for an init
+// container. Failed steps are reported, not fatal: tests check that something is refused.
 package main
 
 import (
@@ -40,6 +52,7 @@ func main() {
 	if dir := os.Getenv("SHOW_DIR"); dir != "" {
 		showDir(dir)
 	}
+	runSteps(os.Args[1:])
 	if port := os.Getenv("PORT"); port != "" {
 		go serve(envOr("LISTEN_HOST", "127.0.0.1")+":"+port, pod)
 	}
@@ -143,5 +156,65 @@ func showDir(dir string) {
 	})
 	if err != nil {
 		say("SHOW_DIR %s: %v", dir, err)
+	}
+}
+
+// runSteps runs the argument steps (see the package comment) in order.
+func runSteps(args []string) {
+	for len(args) > 0 {
+		step := args
+		rest := []string(nil)
+		if i := slices.Index(args, "--"); i >= 0 {
+			step, rest = args[:i], args[i+1:]
+		}
+		args = rest
+		if len(step) == 0 {
+			continue
+		}
+		runStep(step[0], step[1:])
+	}
+}
+
+func runStep(name string, a []string) {
+	need := map[string]int{"cat": 1, "write": 2, "symlink": 2, "mkdir": 1, "ls": 1}
+	n, known := need[name]
+	if !known {
+		fail("unknown step %q (known: cat, write, symlink, mkdir, ls)", name)
+	}
+	if len(a) != n {
+		fail("step %s takes %d arguments, got %q", name, n, a)
+	}
+	result := func(subject string, err error) {
+		if err != nil {
+			say("%s %s: error: %v", name, subject, err)
+			return
+		}
+		say("%s %s: ok", name, subject)
+	}
+	switch name {
+	case "cat":
+		data, err := os.ReadFile(a[0])
+		if err != nil {
+			result(a[0], err)
+			return
+		}
+		for _, line := range strings.Split(strings.TrimRight(string(data), "\n"), "\n") {
+			say("cat %s: %s", a[0], line)
+		}
+	case "write":
+		result(a[0], os.WriteFile(a[0], []byte(a[1]), 0o644))
+	case "symlink":
+		result(a[1], os.Symlink(a[0], a[1]))
+	case "mkdir":
+		result(a[0], os.MkdirAll(a[0], 0o755))
+	case "ls":
+		entries, err := os.ReadDir(a[0])
+		if err != nil {
+			result(a[0], err)
+			return
+		}
+		for _, e := range entries {
+			say("ls %s: %s", a[0], e.Name())
+		}
 	}
 }

@@ -41,55 +41,13 @@ func linuxResources(c *corev1.Container) *runtimeapi.LinuxContainerResources {
 	return r
 }
 
-func containerSecurity(pod *corev1.Pod, c *corev1.Container) *runtimeapi.LinuxContainerSecurityContext {
-	sc := &runtimeapi.LinuxContainerSecurityContext{
-		NamespaceOptions:   namespaceOptions(pod),
-		SupplementalGroups: supplementalGroups(pod),
-	}
-	if psc := pod.Spec.SecurityContext; psc != nil {
-		if psc.RunAsUser != nil {
-			sc.RunAsUser = &runtimeapi.Int64Value{Value: *psc.RunAsUser}
-		}
-		if psc.RunAsGroup != nil {
-			sc.RunAsGroup = &runtimeapi.Int64Value{Value: *psc.RunAsGroup}
-		}
-	}
-	csc := c.SecurityContext
-	if csc == nil {
-		return sc
-	}
-	if csc.RunAsUser != nil {
-		sc.RunAsUser = &runtimeapi.Int64Value{Value: *csc.RunAsUser}
-	}
-	if csc.RunAsGroup != nil {
-		sc.RunAsGroup = &runtimeapi.Int64Value{Value: *csc.RunAsGroup}
-	}
-	if csc.Privileged != nil {
-		sc.Privileged = *csc.Privileged
-	}
-	if csc.ReadOnlyRootFilesystem != nil {
-		sc.ReadonlyRootfs = *csc.ReadOnlyRootFilesystem
-	}
-	if csc.AllowPrivilegeEscalation != nil {
-		sc.NoNewPrivs = !*csc.AllowPrivilegeEscalation
-	}
-	if caps := csc.Capabilities; caps != nil {
-		sc.Capabilities = &runtimeapi.Capability{}
-		for _, a := range caps.Add {
-			sc.Capabilities.AddCapabilities = append(sc.Capabilities.AddCapabilities, string(a))
-		}
-		for _, d := range caps.Drop {
-			sc.Capabilities.DropCapabilities = append(sc.Capabilities.DropCapabilities, string(d))
-		}
-	}
-	return sc
-}
-
 // containerMounts maps volumeMounts to host paths; a mount of a volume that is not ready fails the container
-// (CreateContainerConfigError) rather than starting it without its data.
-func containerMounts(c *corev1.Container, vols podVolumes) ([]*runtimeapi.Mount, error) {
+// (CreateContainerConfigError) rather than starting it without its data. A subPath becomes a bind mount of its
+// own, resolved safely inside the volume (subpath.go).
+func (m *Manager) containerMounts(pod *corev1.Pod, c *corev1.Container, vols podVolumes, env []*runtimeapi.KeyValue) ([]*runtimeapi.Mount, error) {
 	var out []*runtimeapi.Mount
-	for _, vm := range c.VolumeMounts {
+	for i := range c.VolumeMounts {
+		vm := &c.VolumeMounts[i]
 		if err, failed := vols.errs[vm.Name]; failed {
 			return nil, err
 		}
@@ -97,11 +55,21 @@ func containerMounts(c *corev1.Container, vols podVolumes) ([]*runtimeapi.Mount,
 		if !ok {
 			return nil, fmt.Errorf("volumeMount %q: no volume of that name in the pod", vm.Name)
 		}
-		src, err := mountSource(hostPath, vm.SubPath)
-		if err != nil {
-			return nil, fmt.Errorf("volumeMount %q: %w", vm.Name, err)
+		subPath := vm.SubPath
+		if vm.SubPathExpr != "" {
+			var err error
+			if subPath, err = expandSubPathExpr(vm.SubPathExpr, env); err != nil {
+				return nil, fmt.Errorf("volumeMount %q: %w", vm.Name, err)
+			}
 		}
-		mount := &runtimeapi.Mount{ContainerPath: vm.MountPath, HostPath: src, Readonly: vm.ReadOnly}
+		if subPath != "" {
+			src, err := m.subPathSource(pod, c, i, vm.Name, subPath, hostPath)
+			if err != nil {
+				return nil, fmt.Errorf("volumeMount %q: %w", vm.Name, err)
+			}
+			hostPath = src
+		}
+		mount := &runtimeapi.Mount{ContainerPath: vm.MountPath, HostPath: hostPath, Readonly: vm.ReadOnly || vols.readOnly[vm.Name]}
 		if vm.MountPropagation != nil {
 			switch *vm.MountPropagation {
 			case corev1.MountPropagationHostToContainer:
@@ -126,6 +94,8 @@ type containerSpec struct {
 	restartCount int32
 	env          []*runtimeapi.KeyValue
 	mounts       []*runtimeapi.Mount
+	// user is the image's user, which the container runs as unless the pod names one.
+	user imageUser
 }
 
 func (m *Manager) containerConfig(s *containerSpec) (*runtimeapi.ContainerConfig, error) {
@@ -142,6 +112,10 @@ func (m *Manager) containerConfig(s *containerSpec) (*runtimeapi.ContainerConfig
 			out[i] = expand(v, vars)
 		}
 		return out
+	}
+	security, err := m.containerSecurity(s.pod, s.c, s.user)
+	if err != nil {
+		return nil, fmt.Errorf("security context: %w", err)
 	}
 	// The log directory is ours to create, as the kubelet does; containerd only opens the file.
 	logRel := filepath.Join(s.c.Name, strconv.Itoa(int(s.restartCount))+".log")
@@ -168,7 +142,7 @@ func (m *Manager) containerConfig(s *containerSpec) (*runtimeapi.ContainerConfig
 		Tty:       s.c.TTY,
 		Linux: &runtimeapi.LinuxContainerConfig{
 			Resources:       linuxResources(s.c),
-			SecurityContext: containerSecurity(s.pod, s.c),
+			SecurityContext: security,
 		},
 	}, nil
 }

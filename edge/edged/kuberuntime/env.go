@@ -277,6 +277,14 @@ func resourceFieldValue(pod *corev1.Pod, self *corev1.Container, ref *corev1.Res
 // expand is the Kubernetes $(VAR) syntax: $(NAME) becomes the variable's value when defined and stays as written
 // otherwise; $$ is a literal $.
 func expand(in string, vars map[string]string) string {
+	return expandWith(in, func(name string) (string, bool) {
+		v, ok := vars[name]
+		return v, ok
+	})
+}
+
+// expandWith is expand with the variables looked up by a function.
+func expandWith(in string, lookup func(name string) (string, bool)) string {
 	if !strings.Contains(in, "$") {
 		return in
 	}
@@ -297,7 +305,7 @@ func expand(in string, vars map[string]string) string {
 				return b.String()
 			}
 			name := in[i+2 : i+2+end]
-			if v, ok := vars[name]; ok && name != "" {
+			if v, ok := lookup(name); ok && name != "" {
 				b.WriteString(v)
 			} else {
 				b.WriteString(in[i : i+3+end])

@@ -120,6 +120,12 @@ func newHarness(t *testing.T) *harness {
 		cgroups: t.TempDir(),
 		objs:    &fakeObjects{cms: map[string]*corev1.ConfigMap{}, secrets: map[string]*corev1.Secret{}},
 	}
+	// Runs before the TempDir cleanups: tmpfs and subPath binds must go before their directories can.
+	t.Cleanup(func() {
+		if err := unmountUnder(h.root); err != nil {
+			t.Errorf("unmount test pod volumes: %v", err)
+		}
+	})
 	h.cri = fakecri.New(h.clock.Now)
 	h.endpoint, err = h.cri.Start(filepath.Join(sockDir, "cri.sock"))
 	if err != nil {
@@ -285,5 +291,13 @@ func wantWaiting(t *testing.T, cs corev1.ContainerStatus, reason, msgPart string
 	t.Helper()
 	if cs.State.Waiting == nil || cs.State.Waiting.Reason != reason || !strings.Contains(cs.State.Waiting.Message, msgPart) {
 		t.Fatalf("container %s: want Waiting %s containing %q, got %+v", cs.Name, reason, msgPart, cs.State)
+	}
+}
+
+// needRoot skips tests that mount (tmpfs volumes, subPath binds): Edged runs as root, the tests may not.
+func needRoot(t *testing.T) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("mounts need root")
 	}
 }

@@ -77,7 +77,8 @@ func (m *Manager) KillPod(ctx context.Context, uid types.UID, gracePeriod time.D
 		return fmt.Errorf("kill pod %s: %w", uid, errors.Join(errs...))
 	}
 
-	if err := os.RemoveAll(m.podDir(string(uid))); err != nil {
+	// Secret tmpfs and subPath binds are unmounted first; removal never goes through a mount.
+	if err := removePodDir(m.podDir(string(uid))); err != nil {
 		errs = append(errs, fmt.Errorf("remove pod directory: %w", err))
 	}
 	for dir := range logDirs {

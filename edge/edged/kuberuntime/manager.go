@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"path/filepath"
 	"strings"
 	"sync"
 	"time"
@@ -66,6 +67,12 @@ type Options struct {
 	BackOffInitial, BackOffMax, BackOffReset time.Duration
 	// Now is the clock for back-off decisions; it must agree with the runtime's timestamps. time.Now if nil.
 	Now func() time.Time
+	// SeccompDefault is the kubelet's seccompDefault: containers whose pod and container set no seccompProfile
+	// run under the runtime's default profile (RuntimeDefault) instead of unconfined.
+	SeccompDefault bool
+	// SeccompProfileRoot holds the files of Localhost seccomp profiles; {RootDir}/seccomp if empty, as the
+	// kubelet's.
+	SeccompProfileRoot string
 }
 
 // Manager runs pods on a CRI runtime. It implements Runtime.
@@ -82,6 +89,9 @@ type Manager struct {
 	rtName string
 	syncMu sync.Mutex
 	synced map[types.UID]bool
+	// appArmorHost reports whether the host enforces AppArmor (nil) or why not; checked once at start, as the
+	// kubelet does, since enabling AppArmor needs a reboot. Tests replace it.
+	appArmorHost func() error
 }
 
 var _ Runtime = (*Manager)(nil)
@@ -119,6 +129,9 @@ func New(opts Options) (*Manager, error) {
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
+	if opts.SeccompProfileRoot == "" {
+		opts.SeccompProfileRoot = filepath.Join(opts.RootDir, "seccomp")
+	}
 	switch opts.DefaultImagePullPolicy {
 	case "", corev1.PullAlways, corev1.PullIfNotPresent, corev1.PullNever:
 	default:
@@ -132,6 +145,8 @@ func New(opts Options) (*Manager, error) {
 		now:    opts.Now,
 		synced: map[types.UID]bool{},
 	}
+	hostErr := hostAppArmor()
+	m.appArmorHost = func() error { return hostErr }
 	rtConn, err := dial(opts.Endpoint)
 	if err != nil {
 		return nil, err

@@ -73,7 +73,11 @@ func allContainers(pod *corev1.Pod) []*corev1.Container {
 
 // sandboxConfig is derived from the pod alone, so a restarted edgecore rebuilds the same config for
 // CreateContainer without having stored it.
-func (m *Manager) sandboxConfig(pod *corev1.Pod, attempt uint32) *runtimeapi.PodSandboxConfig {
+func (m *Manager) sandboxConfig(pod *corev1.Pod, attempt uint32) (*runtimeapi.PodSandboxConfig, error) {
+	security, err := sandboxSecurity(pod)
+	if err != nil {
+		return nil, fmt.Errorf("pod %s security context: %w", podKey(pod), err)
+	}
 	annotations := make(map[string]string, len(pod.Annotations))
 	for k, v := range pod.Annotations {
 		annotations[k] = v
@@ -86,11 +90,8 @@ func (m *Manager) sandboxConfig(pod *corev1.Pod, attempt uint32) *runtimeapi.Pod
 		Labels:       podLabels(pod),
 		Annotations:  annotations,
 		Linux: &runtimeapi.LinuxPodSandboxConfig{
-			CgroupParent: m.podCgroup(pod),
-			SecurityContext: &runtimeapi.LinuxSandboxSecurityContext{
-				NamespaceOptions: namespaceOptions(pod),
-				Privileged:       privileged(pod),
-			},
+			CgroupParent:    m.podCgroup(pod),
+			SecurityContext: security,
 		},
 	}
 	// runc cannot set a hostname in the host's UTS namespace, which containerd shares for NODE networking
@@ -100,14 +101,6 @@ func (m *Manager) sandboxConfig(pod *corev1.Pod, attempt uint32) *runtimeapi.Pod
 		cfg.PortMappings = portMappings(pod)
 	}
 	if psc := pod.Spec.SecurityContext; psc != nil {
-		sc := cfg.Linux.SecurityContext
-		if psc.RunAsUser != nil {
-			sc.RunAsUser = &runtimeapi.Int64Value{Value: *psc.RunAsUser}
-		}
-		if psc.RunAsGroup != nil {
-			sc.RunAsGroup = &runtimeapi.Int64Value{Value: *psc.RunAsGroup}
-		}
-		sc.SupplementalGroups = supplementalGroups(pod)
 		if len(psc.Sysctls) > 0 {
 			cfg.Linux.Sysctls = make(map[string]string, len(psc.Sysctls))
 			for _, s := range psc.Sysctls {
@@ -131,7 +124,7 @@ func (m *Manager) sandboxConfig(pod *corev1.Pod, attempt uint32) *runtimeapi.Pod
 			}
 		}
 	}
-	return cfg
+	return cfg, nil
 }
 
 func podHostname(pod *corev1.Pod) string {
@@ -143,18 +136,6 @@ func podHostname(pod *corev1.Pod) string {
 		h = strings.TrimRight(h[:63], "-.")
 	}
 	return h
-}
-
-func supplementalGroups(pod *corev1.Pod) []int64 {
-	psc := pod.Spec.SecurityContext
-	if psc == nil {
-		return nil
-	}
-	groups := append([]int64(nil), psc.SupplementalGroups...)
-	if psc.FSGroup != nil {
-		groups = append(groups, *psc.FSGroup)
-	}
-	return groups
 }
 
 func portMappings(pod *corev1.Pod) []*runtimeapi.PortMapping {

@@ -39,6 +39,9 @@ func (m *Manager) SyncPod(ctx context.Context, pod *corev1.Pod, objects ObjectGe
 	case pod.DeletionTimestamp != nil:
 		// Edged calls KillPod; starting anything now would only prolong the deletion.
 	default:
+		if reason, err := m.admissionError(pod, state); err != nil {
+			return m.rejectedStatus(pod, state, rtName, reason, err), nil
+		}
 		s.run(ctx)
 	}
 	if s.changed || len(s.killed) > 0 {
@@ -119,8 +122,12 @@ func (s *podSync) run(ctx context.Context) {
 	}
 	sb := s.rt.newestSandbox()
 	if sb != nil && sb.GetState() == runtimeapi.PodSandboxState_SANDBOX_READY {
-		s.sandboxID = sb.GetId()
-		s.sandboxCfg = s.m.sandboxConfig(pod, sb.GetMetadata().GetAttempt())
+		cfg, err := s.m.sandboxConfig(pod, sb.GetMetadata().GetAttempt())
+		if err != nil {
+			s.sandboxFailed(err)
+			return
+		}
+		s.sandboxID, s.sandboxCfg = sb.GetId(), cfg
 	} else {
 		if !s.needsSandbox() {
 			return
@@ -131,7 +138,11 @@ func (s *podSync) run(ctx context.Context) {
 		if sb != nil {
 			attempt = sb.GetMetadata().GetAttempt() + 1
 		}
-		cfg := s.m.sandboxConfig(pod, attempt)
+		cfg, err := s.m.sandboxConfig(pod, attempt)
+		if err != nil {
+			s.sandboxFailed(err)
+			return
+		}
 		id, ip, err := s.m.createSandbox(ctx, pod, cfg)
 		if err != nil {
 			s.sandboxFailed(err)
@@ -312,19 +323,30 @@ func (s *podSync) start(ctx context.Context, c *corev1.Container, kind string, p
 		s.fail(c, err)
 		return
 	}
-	mounts, err := containerMounts(c, s.vols)
+	// Before anything is mounted: a container that must not run as root never gets that far.
+	user, err := s.m.imageUser(ctx, imageID)
 	if err != nil {
 		s.fail(c, &ContainerError{Reason: ReasonCreateConfigError, Message: err.Error(), Err: err})
 		return
 	}
+	if err := verifyRunAsNonRoot(pod, c, user); err != nil {
+		s.fail(c, &ContainerError{Reason: ReasonCreateConfigError, Message: err.Error(), Err: err})
+		return
+	}
+	// The environment first: subPathExpr is expanded with it.
 	env, err := makeEnv(ctx, pod, c, s.objs, s.ips, s.m.opts.NodeAllocatable)
+	if err != nil {
+		s.fail(c, &ContainerError{Reason: ReasonCreateConfigError, Message: err.Error(), Err: err})
+		return
+	}
+	mounts, err := s.m.containerMounts(pod, c, s.vols, env)
 	if err != nil {
 		s.fail(c, &ContainerError{Reason: ReasonCreateConfigError, Message: err.Error(), Err: err})
 		return
 	}
 	id, err := s.m.createAndStart(ctx, &containerSpec{
 		pod: pod, c: c, kind: kind, sandboxID: s.sandboxID, sandboxCfg: s.sandboxCfg, imageID: imageID,
-		restartCount: restartCount, env: env, mounts: mounts,
+		restartCount: restartCount, env: env, mounts: mounts, user: user,
 	})
 	if id != "" {
 		s.changed = true

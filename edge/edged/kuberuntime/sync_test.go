@@ -233,6 +233,7 @@ func TestFailuresAreIsolated(t *testing.T) {
 }
 
 func TestVolumes(t *testing.T) {
+	needRoot(t)
 	h := newHarness(t)
 	h.objs.setConfigMap("app-config", map[string]string{"app.yaml": "v: 1\n", "other": "x"})
 	h.objs.setSecret("app-secret", map[string]string{"token": "abc", "cert": "pem"})
@@ -288,9 +289,10 @@ func TestVolumes(t *testing.T) {
 		host     string
 		readOnly bool
 	}{
-		"/etc/app":      {cfgDir, true},
-		"/run/secret":   {secDir, true},
-		"/scratch/logs": {filepath.Join(volDir(pluginEmptyDir, "scratch"), "logs"), false},
+		"/etc/app":    {cfgDir, true},
+		"/run/secret": {secDir, true},
+		// A subPath is bind-mounted by Edged on a target of its own, which the runtime mounts.
+		"/scratch/logs": {filepath.Join(h.root, "pods", string(pod.UID), subPathsDir, "scratch", "app", "2"), false},
 		"/data":         {hostDir, false},
 	}
 	for _, m := range c.Config.GetMounts() {
@@ -302,6 +304,25 @@ func TestVolumes(t *testing.T) {
 	}
 	if len(wantMounts) != 0 {
 		t.Errorf("missing mounts %v", wantMounts)
+	}
+	// The bind target shows the subPath directory, created in the emptyDir with the emptyDir's mode.
+	logsDir := filepath.Join(volDir(pluginEmptyDir, "scratch"), "logs")
+	if err := os.WriteFile(filepath.Join(logsDir, "marker"), []byte("in logs"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	target := filepath.Join(h.root, "pods", string(pod.UID), subPathsDir, "scratch", "app", "2")
+	if b, err := os.ReadFile(filepath.Join(target, "marker")); err != nil || string(b) != "in logs" {
+		t.Errorf("subPath bind target does not show the subPath directory: %q, %v", b, err)
+	}
+	if fi, err := os.Stat(logsDir); err != nil || fi.Mode().Perm() != 0o777 {
+		t.Errorf("subPath directory mode = %v, %v; want the emptyDir's 0777", fi.Mode().Perm(), err)
+	}
+	// Secrets are on a tmpfs of their own, the ConfigMap on disk.
+	if ok, err := isTmpfsMount(secDir); err != nil || !ok {
+		t.Errorf("secret volume on tmpfs = %v, %v; want true", ok, err)
+	}
+	if ok, err := isTmpfsMount(cfgDir); err != nil || ok {
+		t.Errorf("configMap volume on tmpfs = %v, %v; want false", ok, err)
 	}
 
 	// A ConfigMap update reaches the running container's volume; the container is not touched.
@@ -683,6 +704,7 @@ func (tokenObjects) GetServiceAccountToken(_ context.Context, ns, name string, r
 // The API server adds a kube-api-access projected volume to every pod; it must work with and without a token
 // source.
 func TestProjectedVolume(t *testing.T) {
+	needRoot(t)
 	for _, withToken := range []bool{false, true} {
 		t.Run(map[bool]string{false: "no-token-source", true: "token-source"}[withToken], func(t *testing.T) {
 			h := newHarness(t)
@@ -767,7 +789,7 @@ func TestMountChecks(t *testing.T) {
 		{name: "hostpath-wrong-type", volume: corev1.VolumeSource{HostPath: &corev1.HostPathVolumeSource{Path: "/", Type: &file}},
 			wantMsg: "is not of type File"},
 		{name: "subpath-dotdot", volume: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}, subPath: "../x",
-			wantMsg: "without '..'"},
+			wantMsg: "unable to provision SubPath `../x`: must not contain '..'"},
 		{name: "subpath-symlink-escape", volume: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}, subPath: "evil",
 			// A container planted a symlink to / in its writable volume.
 			prepare: func(t *testing.T, h *harness, pod *corev1.Pod) {

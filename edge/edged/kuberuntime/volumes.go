@@ -7,8 +7,6 @@ import (
 	"maps"
 	"os"
 	"path/filepath"
-	"slices"
-	"strings"
 
 	authenticationv1 "k8s.io/api/authentication/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -28,10 +26,13 @@ const (
 )
 
 // podVolumes is the host side of a pod's volumes after a sync: the path of each ready volume, and why the
-// others are not ready. Only containers mounting a failed volume are held back.
+// others are not ready. Only containers mounting a failed volume are held back. readOnly marks the volumes
+// Edged writes (ConfigMap, Secret, downward API, projected): containers always get them read-only, as from
+// the kubelet, so a container cannot tamper with what Edged swaps in atomically.
 type podVolumes struct {
-	paths map[string]string
-	errs  map[string]error
+	paths    map[string]string
+	errs     map[string]error
+	readOnly map[string]bool
 }
 
 func (m *Manager) podDir(uid string) string {
@@ -46,7 +47,7 @@ func (m *Manager) volumeDir(uid, plugin, name string) string {
 // rewritten on every sync, so updates reach running containers; a volume that cannot be refreshed keeps its
 // previous content.
 func (m *Manager) syncVolumes(ctx context.Context, pod *corev1.Pod, objs *objectCache, ips podIPs) podVolumes {
-	pv := podVolumes{paths: map[string]string{}, errs: map[string]error{}}
+	pv := podVolumes{paths: map[string]string{}, errs: map[string]error{}, readOnly: map[string]bool{}}
 	for i := range pod.Spec.Volumes {
 		v := &pod.Spec.Volumes[i]
 		p, err := m.syncVolume(ctx, pod, v, objs, ips)
@@ -55,6 +56,7 @@ func (m *Manager) syncVolumes(ctx context.Context, pod *corev1.Pod, objs *object
 			continue
 		}
 		pv.paths[v.Name] = p
+		pv.readOnly[v.Name] = v.ConfigMap != nil || v.Secret != nil || v.DownwardAPI != nil || v.Projected != nil
 	}
 	return pv
 }
@@ -65,8 +67,10 @@ func (m *Manager) syncVolume(ctx context.Context, pod *corev1.Pod, v *corev1.Vol
 	case v.HostPath != nil:
 		return v.HostPath.Path, checkHostPath(v.HostPath)
 	case v.EmptyDir != nil:
-		// Medium "Memory" is served from disk too: a tmpfs would need a mount to track and undo.
 		dir := m.volumeDir(uid, pluginEmptyDir, v.Name)
+		if v.EmptyDir.Medium == corev1.StorageMediumMemory {
+			return dir, ensureTmpfs(dir, m.memoryVolumeSize(pod, v.EmptyDir.SizeLimit), emptyDirTmpfsMode)
+		}
 		if err := os.MkdirAll(dir, 0o777); err != nil {
 			return "", err
 		}
@@ -83,6 +87,9 @@ func (m *Manager) syncVolume(ctx context.Context, pod *corev1.Pod, v *corev1.Vol
 		if err != nil {
 			return "", err
 		}
+		if err := ensureTmpfs(m.volumeDir(uid, pluginSecret, v.Name), m.memoryVolumeSize(pod, nil), secretTmpfsMode); err != nil {
+			return "", err
+		}
 		return m.writeVolume(pod, pluginSecret, v.Name, payload)
 	case v.DownwardAPI != nil:
 		payload, err := downwardPayload(pod, v.DownwardAPI.Items, v.DownwardAPI.DefaultMode, ips, m.opts.NodeAllocatable)
@@ -93,6 +100,10 @@ func (m *Manager) syncVolume(ctx context.Context, pod *corev1.Pod, v *corev1.Vol
 	case v.Projected != nil:
 		payload, err := m.projectedPayload(ctx, pod, v.Projected, objs, ips)
 		if err != nil {
+			return "", err
+		}
+		// Projected volumes carry service account tokens and secrets: memory too, as with the kubelet.
+		if err := ensureTmpfs(m.volumeDir(uid, pluginProjected, v.Name), m.memoryVolumeSize(pod, nil), secretTmpfsMode); err != nil {
 			return "", err
 		}
 		return m.writeVolume(pod, pluginProjected, v.Name, payload)
@@ -285,33 +296,4 @@ func checkHostPath(hp *corev1.HostPathVolumeSource) error {
 		return fmt.Errorf("hostPath %s is not of type %s", p, t)
 	}
 	return nil
-}
-
-// mountSource resolves a volumeMount to a host path, creating a missing subPath as the kubelet does. The result
-// must stay inside the volume even through symlinks, which a container can plant in a writable volume.
-func mountSource(volPath, subPath string) (string, error) {
-	if subPath == "" {
-		return volPath, nil
-	}
-	if filepath.IsAbs(subPath) || slices.Contains(strings.Split(filepath.ToSlash(subPath), "/"), "..") {
-		return "", fmt.Errorf("subPath %q must be a relative path without '..'", subPath)
-	}
-	p := filepath.Join(volPath, subPath)
-	if _, err := os.Lstat(p); os.IsNotExist(err) {
-		if err := os.MkdirAll(p, 0o755); err != nil {
-			return "", fmt.Errorf("create subPath %q: %w", subPath, err)
-		}
-	}
-	real, err := filepath.EvalSymlinks(p)
-	if err != nil {
-		return "", fmt.Errorf("subPath %q: %w", subPath, err)
-	}
-	base, err := filepath.EvalSymlinks(volPath)
-	if err != nil {
-		return "", fmt.Errorf("volume path %s: %w", volPath, err)
-	}
-	if real != base && !strings.HasPrefix(real, base+string(filepath.Separator)) {
-		return "", fmt.Errorf("subPath %q resolves outside its volume", subPath)
-	}
-	return real, nil
 }

@@ -172,6 +172,27 @@ func (s *Server) addImageLocked(ref string) string {
 	return id
 }
 
+// SetImageUser sets the user present image ref runs as, as containerd reports it from the image config: a
+// numeric uid, or a user name (uid nil). Both empty is an image that names no user.
+func (s *Server) SetImageUser(ref string, uid *int64, username string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	old, ok := s.images[ref]
+	if !ok {
+		panic("fakecri: SetImageUser of an absent image " + ref)
+	}
+	// A new message, never a changed one: a response being marshalled may still hold the old.
+	img := proto.Clone(old).(*runtimeapi.Image)
+	img.Uid, img.Username = nil, username
+	if uid != nil {
+		img.Uid = &runtimeapi.Int64Value{Value: *uid}
+	}
+	s.images[img.Id] = img
+	for _, tag := range img.RepoTags {
+		s.images[tag] = img
+	}
+}
+
 // SetPullable makes PullImage of ref succeed, as if a registry had it.
 func (s *Server) SetPullable(ref string) {
 	s.mu.Lock()

@@ -150,7 +150,7 @@ func acceptedKubeEdgeFields() []string {
 		"customInterfaceName", "experimentalMounterPath",
 		"experimentalNodeAllocatableIgnoreEvictionThreshold", "keepTerminatedPodVolumes",
 		"maxPerPodContainerCount", "minimumGCAge", "registerSchedulable", "reportEvent",
-		"runtimeCgroups", "seccompDefault", "windowsPriorityClass", "windowsService",
+		"runtimeCgroups", "windowsPriorityClass", "windowsService",
 	} {
 		fields = append(fields, "modules.edged."+f)
 	}
@@ -171,7 +171,7 @@ func acceptedKubeEdgeFields() []string {
 		"memoryThrottlingFactor", "nodeLeaseDurationSeconds", "nodeStatusMaxImages", "nodeStatusReportFrequency",
 		"oomScoreAdj", "podCIDR", "podPidsLimit", "podsPerCore", "protectKernelDefaults",
 		"qosReserved", "registerWithTaints", "registryBurst", "registryPullQPS", "reservedMemory",
-		"reservedSystemCPUs", "resolvConf", "runtimeRequestTimeout", "seccompDefault", "serializeImagePulls",
+		"reservedSystemCPUs", "resolvConf", "runtimeRequestTimeout", "serializeImagePulls",
 		"showHiddenMetricsForVersion", "shutdownGracePeriod", "shutdownGracePeriodByPodPriority",
 		"shutdownGracePeriodCriticalPods", "staticPodPath", "streamingConnectionIdleTimeout", "syncFrequency",
 		"systemCgroups", "systemReserved", "systemReservedCgroup", "topologyManagerPolicy",

@@ -75,7 +75,10 @@ type Edged struct {
 	RegisterNodeNamespace string            `json:"registerNodeNamespace"`
 	// MaxContainerCount is how many dead containers to keep; negative means
 	// no limit.
-	MaxContainerCount     int32                  `json:"maxContainerCount"`
+	MaxContainerCount int32 `json:"maxContainerCount"`
+	// SeccompDefault is KubeEdge's edged flag of the same name: true has the same effect as
+	// tailoredKubeletConfig.seccompDefault.
+	SeccompDefault        bool                   `json:"seccompDefault,omitempty"`
 	TailoredKubeletConfig *TailoredKubeletConfig `json:"tailoredKubeletConfig,omitempty"`
 }
 
@@ -98,6 +101,9 @@ type TailoredKubeletConfig struct {
 	PodLogsDir string `json:"podLogsDir"`
 	// CgroupRoot is the cgroupfs parent of all pods; each pod lives in {root}/pod{uid}.
 	CgroupRoot string `json:"cgroupRoot"`
+	// SeccompDefault runs containers whose pod and container set no seccompProfile under the runtime's default
+	// profile (RuntimeDefault) rather than unconfined, as the kubelet's seccompDefault. Default false, as there.
+	SeccompDefault bool `json:"seccompDefault"`
 }
 
 // EdgeHub is the connection to cloudcore.
