@@ -80,6 +80,13 @@ type Options struct {
 	// Listener, if set, is served instead of websocket address:port. It is
 	// closed when Start returns.
 	Listener net.Listener
+	// Authorizer vets every object CloudHub delivers: a node is sent only
+	// what the pods bound to it reference, whichever module sends it. Nil
+	// delivers everything (unit tests of the transport).
+	Authorizer Authorizer
+	// Revocation, if set, refuses revoked client certificates at the
+	// handshake and closes open sessions whose certificate becomes revoked.
+	Revocation Revocation
 
 	// The fields below override the config and defaults, mainly for tests.
 	KeepaliveTimeout time.Duration
@@ -105,6 +112,12 @@ type Options struct {
 	SyncResponseTTL time.Duration
 	ReadBufferSize  int
 	WriteBufferSize int
+}
+
+// Authorizer decides whether node may hold an object; the node authorizer
+// (pkg/security/nodeauthz) implements it.
+type Authorizer interface {
+	MayHold(node, resourceType, namespace, name string) error
 }
 
 // CloudHub is the "cloudhub" beehive module.
@@ -283,6 +296,7 @@ func (h *CloudHub) Start(ctx context.Context) error {
 	for range h.opts.Workers {
 		wg.Go(func() { h.worker(ctx) })
 	}
+	wg.Go(func() { h.watchRevocations(ctx) })
 
 	var err error
 	select {

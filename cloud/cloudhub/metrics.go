@@ -20,6 +20,7 @@ const (
 	reasonNoRoute       = "no_route"
 	reasonMalformed     = "malformed"
 	reasonOversized     = "oversized"
+	reasonUnauthorized  = "unauthorized" // the node's pods do not reference the object (node authorizer)
 )
 
 type metrics struct {
@@ -29,10 +30,14 @@ type metrics struct {
 	acked     prometheus.Counter
 	resent    prometheus.Counter
 	dropped   *prometheus.CounterVec
+	// refused counts refused websocket handshakes by reason; revokedSessions
+	// open sessions closed because their certificate became revoked.
+	refused         *prometheus.CounterVec
+	revokedSessions *prometheus.CounterVec
 }
 
 func newMetrics(h *CloudHub) *metrics {
-	return &metrics{
+	m := &metrics{
 		connected: prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "tether_cloudhub_connected_nodes",
 			Help: "Edge nodes with an open session.",
@@ -56,11 +61,27 @@ func newMetrics(h *CloudHub) *metrics {
 			Name: "tether_cloudhub_messages_dropped_total",
 			Help: "Messages not delivered, by reason.",
 		}, []string{"reason"}),
+		refused: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "tether_cloudhub_connections_refused_total",
+			Help: "Edge websocket handshakes refused, by reason (revoked_serial and revoked_node: certificate revoked).",
+		}, []string{"reason"}),
+		revokedSessions: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "tether_cloudhub_sessions_revoked_total",
+			Help: "Open edge sessions closed because their certificate was revoked, by rule.",
+		}, []string{"rule"}),
 	}
+	// Pre-create the series so rate() works from the first refusal.
+	for _, r := range refusedReasons {
+		m.refused.WithLabelValues(r)
+	}
+	for _, r := range []string{refusedRevokedSerial, refusedRevokedNode} {
+		m.revokedSessions.WithLabelValues(r)
+	}
+	return m
 }
 
 func (m *metrics) all() []prometheus.Collector {
-	return []prometheus.Collector{m.connected, m.queues, m.sent, m.acked, m.resent, m.dropped}
+	return []prometheus.Collector{m.connected, m.queues, m.sent, m.acked, m.resent, m.dropped, m.refused, m.revokedSessions}
 }
 
 func (m *metrics) register(r prometheus.Registerer) error {

@@ -2,6 +2,7 @@ package cloudhub
 
 import (
 	"context"
+	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -40,15 +41,27 @@ type ConnectionEvent struct {
 // path is decorative and the node is named by the node_id header.
 func (h *CloudHub) handler(ctx context.Context) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		nodeID, status, err := authenticate(r)
+		refuse := func(nodeID string, status int, reason string, err error) {
+			// Info, not Error: a refusal is the system working.
+			klog.InfoS("Refusing edge connection", "remote", r.RemoteAddr, "node", nodeID, "status", status, "reason", reason, "err", err)
+			h.metrics.refused.WithLabelValues(reason).Inc()
+			http.Error(w, oneLine(err.Error()), status)
+		}
+		nodeID, cert, status, reason, err := authenticate(r)
 		if err != nil {
-			klog.InfoS("Refusing edge connection", "remote", r.RemoteAddr, "node", nodeID, "status", status, "err", err)
-			http.Error(w, err.Error(), status)
+			refuse(nodeID, status, reason, err)
+			return
+		}
+		if status, reason, err := h.checkRevoked(cert); err != nil {
+			refuse(nodeID, status, reason, err)
 			return
 		}
 		if err := h.admit(nodeID); err != nil {
-			klog.InfoS("Refusing edge connection", "remote", r.RemoteAddr, "node", nodeID, "err", err)
-			http.Error(w, err.Error(), http.StatusServiceUnavailable)
+			reason := refusedNodeLimit
+			if errors.Is(err, errShuttingDown) {
+				reason = refusedShuttingDown
+			}
+			refuse(nodeID, http.StatusServiceUnavailable, reason, err)
 			return
 		}
 		conn, err := h.upgrader.Upgrade(w, r, nil)
@@ -58,7 +71,7 @@ func (h *CloudHub) handler(ctx context.Context) http.Handler {
 			return
 		}
 		conn.SetReadLimit(h.opts.ReadLimit)
-		s := &session{hub: h, nodeID: nodeID, conn: conn, remote: r.RemoteAddr}
+		s := &session{hub: h, nodeID: nodeID, conn: conn, remote: r.RemoteAddr, cert: cert}
 		if err := h.register(ctx, s); err != nil {
 			klog.InfoS("Refusing edge connection", "remote", r.RemoteAddr, "node", nodeID, "err", err)
 			s.close(err.Error(), websocket.CloseTryAgainLater)
@@ -76,31 +89,36 @@ func (h *CloudHub) handler(ctx context.Context) http.Handler {
 	})
 }
 
+// oneLine keeps a refusal to one line: edges print the body verbatim.
+func oneLine(s string) string { return strings.NewReplacer("\r", " ", "\n", " ").Replace(s) }
+
 // authenticate returns the node named by the node_id header once the
-// verified client certificate proves it, or an HTTP status and the reason.
-func authenticate(r *http.Request) (nodeID string, status int, err error) {
+// verified client certificate proves it, with that certificate; or an HTTP
+// status, the metric reason and the error.
+func authenticate(r *http.Request) (nodeID string, cert *x509.Certificate, status int, reason string, err error) {
 	nodeID = r.Header.Get(HeaderNodeID)
 	if r.TLS == nil || len(r.TLS.PeerCertificates) == 0 {
-		return nodeID, http.StatusUnauthorized, errors.New("no client certificate: edge nodes must present their node certificate")
+		return nodeID, nil, http.StatusUnauthorized, refusedNoCert, errors.New("no client certificate: edge nodes must present their node certificate")
 	}
+	cert = r.TLS.PeerCertificates[0]
 	if len(r.TLS.VerifiedChains) == 0 {
-		return nodeID, http.StatusUnauthorized, fmt.Errorf("client certificate %q is not signed by the cloud CA",
-			r.TLS.PeerCertificates[0].Subject.CommonName)
+		return nodeID, nil, http.StatusUnauthorized, refusedBadCert, fmt.Errorf("client certificate %q is not signed by the cloud CA",
+			cert.Subject.CommonName)
 	}
-	certNode, err := certs.NodeNameFromCert(r.TLS.PeerCertificates[0])
+	certNode, err := certs.NodeNameFromCert(cert)
 	if err != nil {
-		return nodeID, http.StatusForbidden, fmt.Errorf("client certificate does not identify a node: %w", err)
+		return nodeID, nil, http.StatusForbidden, refusedBadCert, fmt.Errorf("client certificate does not identify a node: %w", err)
 	}
 	switch {
 	case nodeID == "":
-		return certNode, http.StatusUnauthorized, fmt.Errorf("missing %s header (the client certificate is for node %q)", HeaderNodeID, certNode)
+		return certNode, nil, http.StatusUnauthorized, refusedNodeMismatch, fmt.Errorf("missing %s header (the client certificate is for node %q)", HeaderNodeID, certNode)
 	case nodeID != certNode:
-		return nodeID, http.StatusForbidden, fmt.Errorf("%s header %q does not match the client certificate, which is for node %q",
+		return nodeID, nil, http.StatusForbidden, refusedNodeMismatch, fmt.Errorf("%s header %q does not match the client certificate, which is for node %q",
 			HeaderNodeID, nodeID, certNode)
 	case strings.Contains(nodeID, resource.Sep):
-		return nodeID, http.StatusBadRequest, fmt.Errorf("node name %q contains %q", nodeID, resource.Sep)
+		return nodeID, nil, http.StatusBadRequest, refusedBadNode, fmt.Errorf("node name %q contains %q", nodeID, resource.Sep)
 	}
-	return nodeID, 0, nil
+	return nodeID, cert, 0, "", nil
 }
 
 // admit refuses a new node early, before the upgrade, so that it gets a

@@ -3,6 +3,7 @@ package cloudhub
 import (
 	"bytes"
 	"context"
+	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -33,6 +34,9 @@ type session struct {
 	node   *node // set by register
 	conn   *websocket.Conn
 	remote string
+	// cert is the client certificate the session was opened with, checked
+	// again whenever the revocation list changes.
+	cert *x509.Certificate
 
 	wmu       sync.Mutex
 	closeOnce sync.Once

@@ -122,12 +122,15 @@ func call(t *testing.T, method, url string) (int, reply) {
 func TestCounterDemoEndToEnd(t *testing.T) {
 	ctx := context.Background()
 	cp := framework.StartControlPlane(t)
-	if err := cp.Client.Create(ctx, &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: node}}); err != nil {
-		t.Fatal(err)
-	}
 	dir := t.TempDir()
 	cloud := framework.StartCloud(t, framework.NewCloudConfig(t, cp, filepath.Join(dir, "cloud")))
 	cfg := framework.NewEdgeConfig(t, cloud, node, framework.Token(t, cp), filepath.Join(dir, "edge"))
+	// The node joins while its name is free, as keadm join does: a join token cannot claim an existing Node. Then
+	// stand in for Edged's registration.
+	framework.BootstrapEdge(t, cfg)
+	if err := cp.Client.Create(ctx, &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: node}}); err != nil {
+		t.Fatal(err)
+	}
 	cfg.Modules.MetaManager.Enable = true
 	cfg.Modules.DeviceTwin.Enable = true
 	broker := fmt.Sprintf("tcp://127.0.0.1:%d", framework.FreePort(t))

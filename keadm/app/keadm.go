@@ -30,6 +30,7 @@ func NewKeadmCommand() *cobra.Command {
 	cmd.AddCommand(
 		cloud.NewInitCommand(layout),
 		cloud.NewGetTokenCommand(layout),
+		cloud.NewRevokeCommand(layout),
 		edge.NewJoinCommand(layout),
 		edge.NewDebugCommand(layout),
 		reset,

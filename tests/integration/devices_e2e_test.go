@@ -41,12 +41,15 @@ type deviceEnv struct {
 func startDeviceEnv(t *testing.T, embedded bool) *deviceEnv {
 	t.Helper()
 	cp := framework.StartControlPlane(t)
-	if err := cp.Client.Create(context.Background(), &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: node}}); err != nil {
-		t.Fatal(err)
-	}
 	dir := t.TempDir()
 	cloud := framework.StartCloud(t, framework.NewCloudConfig(t, cp, filepath.Join(dir, "cloud")))
 	cfg := framework.NewEdgeConfig(t, cloud, node, framework.Token(t, cp), filepath.Join(dir, "edge"))
+	// The node joins while its name is free, as keadm join does: a join token cannot claim an existing Node. Then
+	// stand in for Edged's registration.
+	framework.BootstrapEdge(t, cfg)
+	if err := cp.Client.Create(context.Background(), &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: node}}); err != nil {
+		t.Fatal(err)
+	}
 	cfg.Modules.MetaManager.Enable = true
 	eb := cfg.Modules.EventBus
 	eb.Enable = true

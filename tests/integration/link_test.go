@@ -23,6 +23,7 @@ import (
 
 	"github.com/tether-edge/tether/cloud/cloudhub/certificate"
 	edgecerts "github.com/tether-edge/tether/edge/edgehub/certificate"
+	edgecfg "github.com/tether-edge/tether/pkg/apis/componentconfig/edgecore/v1alpha2"
 	"github.com/tether-edge/tether/pkg/apis/reliablesyncs/v1alpha1"
 	"github.com/tether-edge/tether/pkg/beehive/model"
 	"github.com/tether-edge/tether/pkg/modules"
@@ -43,19 +44,26 @@ type linkEnv struct {
 func startLink(t *testing.T) *linkEnv {
 	t.Helper()
 	cp := framework.StartControlPlane(t)
+	dir := t.TempDir()
+	cloud := framework.StartCloud(t, framework.NewCloudConfig(t, cp, filepath.Join(dir, "cloud")))
+	l := &linkEnv{cp: cp, cloud: cloud, token: framework.Token(t, cp), dir: dir}
+	// The node joins while its name is free, as keadm join does: a join token cannot claim an existing Node.
+	framework.BootstrapEdge(t, l.edgeConfig(t))
 	// Edged registers the Node; until it exists here, stand in for it, or SyncController prunes the node's records.
 	if err := cp.Client.Create(context.Background(), &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: node}}); err != nil {
 		t.Fatal(err)
 	}
-	dir := t.TempDir()
-	cloud := framework.StartCloud(t, framework.NewCloudConfig(t, cp, filepath.Join(dir, "cloud")))
-	return &linkEnv{cp: cp, cloud: cloud, token: framework.Token(t, cp), dir: dir}
+	return l
+}
+
+func (l *linkEnv) edgeConfig(t *testing.T) *edgecfg.EdgeCore {
+	t.Helper()
+	return framework.NewEdgeConfig(t, l.cloud, node, l.token, filepath.Join(l.dir, "edge"))
 }
 
 func (l *linkEnv) startEdge(t *testing.T, store *framework.EdgeStore) *framework.Edge {
 	t.Helper()
-	cfg := framework.NewEdgeConfig(t, l.cloud, node, l.token, filepath.Join(l.dir, "edge"))
-	return framework.StartEdge(t, cfg, store)
+	return framework.StartEdge(t, l.edgeConfig(t), store)
 }
 
 // waitConnected waits for the n-th "connected" event of the node at the cloud's controllers.
@@ -181,10 +189,10 @@ func TestTokenJoinAndRefusals(t *testing.T) {
 	}
 
 	t.Run("node name must match the certificate", func(t *testing.T) {
-		clientCert := nodeCertificate(t, l, "edge1")
-		status, text := dialHub(t, l, clientCert, "edge2")
+		clientCert := nodeCertificate(t, l, "edge-a")
+		status, text := dialHub(t, l, clientCert, "edge-b")
 		if status != http.StatusUnauthorized && status != http.StatusForbidden {
-			t.Fatalf("dial as edge2 with edge1's certificate = %d %q; want 401/403", status, text)
+			t.Fatalf("dial as edge-b with edge-a's certificate = %d %q; want 401/403", status, text)
 		}
 		t.Logf("cloud says: %d %s", status, strings.TrimSpace(text))
 	})

@@ -157,12 +157,15 @@ func startDeviceBench(t *testing.T, embedded bool) *deviceBench {
 	t.Helper()
 	ctx := context.Background()
 	cp := framework.StartControlPlane(t)
-	if err := cp.Client.Create(ctx, &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: deviceNode}}); err != nil {
-		t.Fatal(err)
-	}
 	dir := t.TempDir()
 	cloud := framework.StartCloud(t, framework.NewCloudConfig(t, cp, filepath.Join(dir, "cloud")))
 	cfg := framework.NewEdgeConfig(t, cloud, deviceNode, framework.Token(t, cp), filepath.Join(dir, "edge"))
+	// The node joins while its name is free, as keadm join does: a join token cannot claim an existing Node. Then
+	// stand in for Edged's registration.
+	framework.BootstrapEdge(t, cfg)
+	if err := cp.Client.Create(ctx, &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: deviceNode}}); err != nil {
+		t.Fatal(err)
+	}
 	cfg.Modules.MetaManager.Enable = true
 	cfg.Modules.DeviceTwin.Enable = true
 	eb := cfg.Modules.EventBus

@@ -14,6 +14,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -21,11 +22,13 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes/fake"
 	k8stesting "k8s.io/client-go/testing"
 
 	"github.com/tether-edge/tether/cloud/cloudhub/certificate"
 	"github.com/tether-edge/tether/cloud/cloudhub/httpserver"
+	"github.com/tether-edge/tether/cloud/cloudhub/revocation"
 	"github.com/tether-edge/tether/pkg/apis/componentconfig/cloudcore/v1alpha1"
 	"github.com/tether-edge/tether/pkg/security/certs"
 	"github.com/tether-edge/tether/pkg/security/token"
@@ -42,9 +45,26 @@ type env struct {
 	kube   *fake.Clientset
 	reg    *prometheus.Registry
 	server *httpserver.Server
+	rev    *revocation.Manager
+	clock  *clock
 	url    string
 	jwt    string // a valid bearer token
 	full   string // the full keadm token
+}
+
+// clock is the settable time of the server and the revocation list.
+type clock struct {
+	mu  sync.Mutex
+	now time.Time
+}
+
+func (c *clock) Now() time.Time { c.mu.Lock(); defer c.mu.Unlock(); return c.now }
+
+func (c *clock) Add(d time.Duration) time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.now = c.now.Add(d)
+	return c.now
 }
 
 func newBundle(t testing.TB, kube *fake.Clientset) *certificate.Bundle {
@@ -77,15 +97,43 @@ func newToken(t testing.TB, b *certificate.Bundle, ttl time.Duration, at time.Ti
 	return full, jwtPart
 }
 
+const edgeRole = "node-role.kubernetes.io/edge"
+
+// The cluster of every env: an ordinary kubelet node and an edge node that
+// has joined.
+func clusterNodes() []runtime.Object {
+	return []runtime.Object{
+		&corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "kubelet1", UID: "uid-kubelet1"}},
+		&corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "joined", UID: "uid-joined", Labels: map[string]string{edgeRole: ""}}},
+	}
+}
+
 // newEnv serves the handler over real TLS with the bundle's configuration,
-// as Run does.
+// as Run does, with a running revocation list that watches Node deletions.
 func newEnv(t *testing.T) *env {
 	t.Helper()
-	kube := fake.NewClientset(&corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "edge1"}})
-	e := &env{bundle: newBundle(t, kube), kube: kube, reg: prometheus.NewRegistry()}
+	kube := fake.NewClientset(clusterNodes()...)
+	e := &env{bundle: newBundle(t, kube), kube: kube, reg: prometheus.NewRegistry(), clock: &clock{now: testNow}}
 	e.full, e.jwt = newToken(t, e.bundle, 24*time.Hour, testNow)
+	nodes := informers.NewSharedInformerFactory(kube, 0)
+	var err error
+	e.rev, err = revocation.New(revocation.Options{Kube: kube, NodeInformer: nodes.Core().V1().Nodes().Informer(), Now: e.clock.Now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- e.rev.Run(ctx) }()
+	nodes.Start(ctx.Done())
+	nodes.WaitForCacheSync(ctx.Done())
+	t.Cleanup(func() { cancel(); <-done; nodes.Shutdown() })
+	for deadline := time.Now().Add(10 * time.Second); !e.rev.Ready(); time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("revocation list not loaded")
+		}
+	}
 	e.server = httpserver.New(httpserver.Options{
-		Bundle: e.bundle, Kube: kube, CertValidity: validity, Now: fixedNow, Registerer: e.reg,
+		Bundle: e.bundle, Kube: kube, CertValidity: validity, Now: e.clock.Now, Registerer: e.reg, Revocation: e.rev,
 	})
 	ts := httptest.NewUnstartedServer(e.server.Handler())
 	ts.TLS = e.bundle.ServerTLSConfig(tls.RequestClientCert)
@@ -255,11 +303,11 @@ func TestEdgeCert(t *testing.T) {
 	}
 
 	// Two certificates were issued while setting up, plus the table's.
-	want := map[string]float64{"issued": 2, "bad_request": 0, "unauthorized": 0, "forbidden": 0, "too_large": 0, "error": 0}
+	want := map[string]float64{"issued": 2, "bad_request": 0, "unauthorized": 0, "forbidden": 0, "too_large": 0, "unavailable": 0, "error": 0}
 	for _, tc := range tests {
 		want[map[int]string{200: "issued", 400: "bad_request", 401: "unauthorized", 403: "forbidden", 413: "too_large"}[tc.wantStatus]]++
 	}
-	if got := certRequests(t, e.reg); !mapsEqual(got, want) {
+	if got := counter(t, e.reg, "tether_cloudhub_cert_requests_total", "result"); !mapsEqual(got, want) {
 		t.Errorf("tether_cloudhub_cert_requests_total = %v, want %v", got, want)
 	}
 }
@@ -284,7 +332,7 @@ func checkNodeCert(t *testing.T, ca *x509.Certificate, der []byte, node string, 
 	}
 }
 
-func certRequests(t *testing.T, reg *prometheus.Registry) map[string]float64 {
+func counter(t *testing.T, reg *prometheus.Registry, name, label string) map[string]float64 {
 	t.Helper()
 	mfs, err := reg.Gather()
 	if err != nil {
@@ -292,12 +340,12 @@ func certRequests(t *testing.T, reg *prometheus.Registry) map[string]float64 {
 	}
 	got := map[string]float64{}
 	for _, mf := range mfs {
-		if mf.GetName() != "tether_cloudhub_cert_requests_total" {
+		if mf.GetName() != name {
 			continue
 		}
 		for _, m := range mf.GetMetric() {
 			for _, l := range m.GetLabel() {
-				if l.GetName() == "result" {
+				if l.GetName() == label {
 					got[l.GetValue()] = m.GetCounter().GetValue()
 				}
 			}
@@ -331,7 +379,8 @@ func TestNode(t *testing.T) {
 		wantStatus int
 		wantBody   string
 	}{
-		{"edge1", 200, "Node founded"},
+		{"kubelet1", 200, "Node founded"},
+		{"joined", 200, "Node founded"},
 		{"edge9", 404, "Node not found"},
 		{"Not_A_Name", 404, "Node not found"},
 		{"flaky", 500, "look up node \"flaky\": etcdserver: leader changed\n"},

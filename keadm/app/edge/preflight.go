@@ -86,7 +86,18 @@ func runPreflight(ctx context.Context, out, errw io.Writer, in *preflightInput) 
 			run(checkServerCert(ctx, in.certAddr, ca, in.timeout))
 		}
 	}
-	if certOK && run(checkNodeNameValid(in.nodeName)) && !in.force {
+	nameOK := certOK && run(checkNodeNameValid(in.nodeName))
+	// A re-join token is bound to the node it replaces: that node existing is the point.
+	rejoin := false
+	if tokenOK && nameOK {
+		bound, _ := token.BoundNode(in.token)
+		rejoin = bound != ""
+		if rejoin && bound != in.nodeName {
+			run(fmt.Errorf("--token is a re-join token for node %q, not for --edgenode-name %q: use --edgenode-name %s, or get a token for this node (keadm gettoken --rejoin %s)",
+				bound, in.nodeName, bound, in.nodeName))
+		}
+	}
+	if nameOK && !in.force && !rejoin {
 		run(checkNodeName(ctx, in.certAddr, in.nodeName, in.timeout))
 	}
 	switch len(failed) {
@@ -258,7 +269,7 @@ func checkNodeName(ctx context.Context, certAddr, name string, timeout time.Dura
 	case http.StatusNotFound:
 		return nil
 	case http.StatusOK:
-		return fmt.Errorf("node %q already exists in the cluster: choose another --edgenode-name, or delete it (kubectl delete node %s); --force joins under this name anyway", name, name)
+		return fmt.Errorf("node %q already exists in the cluster: choose another --edgenode-name, or, to replace that edge node, join with a token from \"keadm gettoken --rejoin %s\" on the cloud", name, name)
 	}
 	return fmt.Errorf("GET %s: unexpected status %d %q", u, status, oneLine(body))
 }

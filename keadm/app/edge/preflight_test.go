@@ -77,6 +77,16 @@ func (c *fakeCloud) token(t *testing.T, ttl time.Duration) string {
 	return tok
 }
 
+// rejoinToken issues a re-join token for node, valid for an hour after testNow.
+func (c *fakeCloud) rejoinToken(t *testing.T, node string) string {
+	t.Helper()
+	tok, err := token.CreateRejoin(c.caDER, c.caKeyDER, node, time.Hour, testNow)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tok
+}
+
 // closedAddr is a loopback address nothing listens on.
 func closedAddr(t *testing.T) string {
 	t.Helper()
@@ -199,7 +209,7 @@ func TestCheckCloud(t *testing.T) {
 	})
 	t.Run("node name taken", func(t *testing.T) {
 		wantErr(t, checkNodeName(ctx, c.addr, "taken", time.Second),
-			`node "taken" already exists in the cluster: choose another --edgenode-name, or delete it (kubectl delete node taken); --force joins under this name anyway`)
+			`node "taken" already exists in the cluster: choose another --edgenode-name, or, to replace that edge node, join with a token from "keadm gettoken --rejoin taken" on the cloud`)
 	})
 	t.Run("invalid node name", func(t *testing.T) {
 		wantErr(t, checkNodeNameValid("Edge_1"), `--edgenode-name "Edge_1" is not a valid node name`)
@@ -324,6 +334,9 @@ func TestRunPreflight(t *testing.T) {
 		{"all pass", func(*preflightInput) {}, nil},
 		{"name taken", func(in *preflightInput) { in.nodeName = "taken" }, []string{`node "taken" already exists`}},
 		{"name taken, forced", func(in *preflightInput) { in.nodeName = "taken"; in.force = true }, nil},
+		{"name taken, re-join token for it", func(in *preflightInput) { in.nodeName = "taken"; in.token = c.rejoinToken(t, "taken") }, nil},
+		{"re-join token for another node", func(in *preflightInput) { in.token = c.rejoinToken(t, "taken") },
+			[]string{`--token is a re-join token for node "taken", not for --edgenode-name "edge1"`}},
 		{"already joined", func(in *preflightInput) { writeTestFile(t, in.configPath, "x") }, []string{"this host already joined"}},
 		{"already joined, forced", func(in *preflightInput) { writeTestFile(t, in.configPath, "x"); in.force = true }, nil},
 		{"expired token", func(in *preflightInput) { in.token = c.token(t, -time.Minute) }, []string{"--token: token expired at"}},

@@ -34,11 +34,14 @@ const (
 
 	// LongValidity is the lifetime of the CA and server certificates.
 	LongValidity = 100 * 365 * 24 * time.Hour
-	// DefaultNodeCertValidity matches edgeCertSigningDuration's default.
-	DefaultNodeCertValidity = 365 * 24 * time.Hour
+	// DefaultNodeCertValidity matches edgeCertSigningDuration's default:
+	// short, so that revocation lists stay small (edges rotate at 70–90%).
+	DefaultNodeCertValidity = 30 * 24 * time.Hour
 
-	// backdate tolerates peers whose clocks lag the signer's.
-	backdate = 5 * time.Minute
+	// Backdate is how far NotBefore precedes the issue time, to tolerate
+	// peers whose clocks lag the signer's. IssuedAt undoes it.
+	Backdate = 5 * time.Minute
+	backdate = Backdate
 	// caSerial is the fixed serial KubeEdge gives its self-signed CA.
 	caSerial = 1024
 )
@@ -177,7 +180,8 @@ func NewNodeCSR(nodeName string) (*ecdsa.PrivateKey, []byte, error) {
 // exactly the node identity: an extra organization such as system:masters
 // would otherwise be signed blindly. Usages default to ClientAuth; only
 // ClientAuth and ServerAuth are allowed. validity <= 0 means
-// DefaultNodeCertValidity; the certificate never outlives the CA.
+// DefaultNodeCertValidity; the certificate never outlives the CA. now is the
+// issue time IssuedAt reports (to the second).
 func SignNodeCSR(ca *x509.Certificate, caKey crypto.Signer, csrDER []byte, nodeName string, usages []x509.ExtKeyUsage, validity time.Duration, now time.Time) ([]byte, error) {
 	if ca == nil || caKey == nil {
 		return nil, errors.New("sign node CSR: CA certificate and key are required")
@@ -235,6 +239,15 @@ func SignNodeCSR(ca *x509.Certificate, caKey crypto.Signer, csrDER []byte, nodeN
 		return nil, fmt.Errorf("sign certificate for node %q: %w", nodeName, err)
 	}
 	return der, nil
+}
+
+// IssuedAt is when a node certificate was signed, to the second: NotBefore
+// plus Backdate, as SignNodeCSR sets it. Revocation floors compare it, so a
+// certificate issued just after a floor is not taken for one issued
+// Backdate earlier. X.509 times have whole seconds, so the result is the
+// issue time truncated to the second.
+func IssuedAt(cert *x509.Certificate) time.Time {
+	return cert.NotBefore.Add(Backdate)
 }
 
 // VerifyNodeClientCert authorizes a rotation request: cert must chain to ca

@@ -3,6 +3,10 @@
 // private key's SEC1 DER bytes and carries only "exp". The hash lets an edge
 // pin the CA it downloads over an unverified connection; the JWT proves to
 // the cloud that the holder got the token from an administrator.
+//
+// A re-join token (keadm gettoken --rejoin) has the same format and one more
+// claim, "node": the cloud accepts it only for that node name, and it is the
+// only token that may replace an edge node that already exists.
 package token
 
 import (
@@ -19,6 +23,17 @@ import (
 // Algorithm is the only JWT algorithm accepted; allowing others would open
 // the classic "alg: none" and key-confusion attacks.
 const Algorithm = "HS256"
+
+// DefaultRejoinTTL is how long a re-join token lasts unless told otherwise:
+// long enough to carry it to the node, short enough not to linger.
+const DefaultRejoinTTL = time.Hour
+
+// Claims are what a token's JWT carries. Node is empty for ordinary join
+// tokens (KubeEdge's format) and names the node a re-join token is bound to.
+type Claims struct {
+	jwt.RegisteredClaims
+	Node string `json:"node,omitempty"`
+}
 
 var (
 	ErrMalformed      = errors.New("malformed token")
@@ -43,9 +58,31 @@ func Create(caDER, caKeyDER []byte, ttl time.Duration, now time.Time) (string, e
 	if ttl <= 0 {
 		return "", fmt.Errorf("create token: ttl %v must be positive", ttl)
 	}
-	t := jwt.NewWithClaims(jwt.SigningMethodHS256, jwt.RegisteredClaims{
-		ExpiresAt: jwt.NewNumericDate(now.Add(ttl)),
+	return create(caDER, caKeyDER, Claims{RegisteredClaims: jwt.RegisteredClaims{ExpiresAt: jwt.NewNumericDate(now.Add(ttl))}})
+}
+
+// CreateRejoin issues a re-join token bound to node that expires at now+ttl.
+func CreateRejoin(caDER, caKeyDER []byte, node string, ttl time.Duration, now time.Time) (string, error) {
+	if len(caDER) == 0 || len(caKeyDER) == 0 {
+		return "", errors.New("create re-join token: CA certificate and key are required")
+	}
+	if strings.TrimSpace(node) == "" {
+		return "", errors.New("create re-join token: node name is required")
+	}
+	if ttl <= 0 {
+		return "", fmt.Errorf("create re-join token: ttl %v must be positive", ttl)
+	}
+	return create(caDER, caKeyDER, Claims{
+		RegisteredClaims: jwt.RegisteredClaims{
+			ExpiresAt: jwt.NewNumericDate(now.Add(ttl)),
+			IssuedAt:  jwt.NewNumericDate(now),
+		},
+		Node: node,
 	})
+}
+
+func create(caDER, caKeyDER []byte, claims Claims) (string, error) {
+	t := jwt.NewWithClaims(jwt.SigningMethodHS256, claims)
 	signed, err := t.SignedString(caKeyDER)
 	if err != nil {
 		return "", fmt.Errorf("create token: sign JWT: %w", err)
@@ -95,10 +132,17 @@ func VerifyCAHash(tokenOrHash string, caDER []byte) error {
 // part of a token at time now. The signature is checked before expiry so a
 // forged token never learns anything about timing.
 func VerifyJWT(jwtPart string, caKeyDER []byte, now time.Time) error {
+	_, err := VerifyClaims(jwtPart, caKeyDER, now)
+	return err
+}
+
+// VerifyClaims is VerifyJWT returning the verified claims, so the caller
+// can tell a re-join token (Claims.Node set) from an ordinary one.
+func VerifyClaims(jwtPart string, caKeyDER []byte, now time.Time) (*Claims, error) {
 	if len(caKeyDER) == 0 {
-		return errors.New("verify token: CA key is required")
+		return nil, errors.New("verify token: CA key is required")
 	}
-	var claims jwt.RegisteredClaims
+	var claims Claims
 	t, err := jwt.ParseWithClaims(strings.TrimSpace(jwtPart), &claims,
 		func(*jwt.Token) (any, error) { return caKeyDER, nil },
 		jwt.WithValidMethods([]string{Algorithm}),
@@ -107,23 +151,23 @@ func VerifyJWT(jwtPart string, caKeyDER []byte, now time.Time) error {
 	)
 	switch {
 	case err == nil:
-		return nil
+		return &claims, nil
 	case errors.Is(err, jwt.ErrTokenMalformed):
-		return fmt.Errorf("%w: %w", ErrMalformed, err)
+		return nil, fmt.Errorf("%w: %w", ErrMalformed, err)
 	case errors.Is(err, jwt.ErrTokenSignatureInvalid), errors.Is(err, jwt.ErrTokenUnverifiable):
 		if t != nil && t.Method != nil && t.Method.Alg() != Algorithm {
-			return fmt.Errorf("%w: signing algorithm %q not accepted, want %s", ErrBadSignature, t.Method.Alg(), Algorithm)
+			return nil, fmt.Errorf("%w: signing algorithm %q not accepted, want %s", ErrBadSignature, t.Method.Alg(), Algorithm)
 		}
 		if t != nil && t.Method == nil {
-			return fmt.Errorf("%w: unsupported signing algorithm %v, want %s", ErrBadSignature, t.Header["alg"], Algorithm)
+			return nil, fmt.Errorf("%w: unsupported signing algorithm %v, want %s", ErrBadSignature, t.Header["alg"], Algorithm)
 		}
-		return fmt.Errorf("%w: not signed by this cluster's CA key", ErrBadSignature)
+		return nil, fmt.Errorf("%w: not signed by this cluster's CA key", ErrBadSignature)
 	case errors.Is(err, jwt.ErrTokenExpired):
-		return fmt.Errorf("%w at %s (now %s); create a new one with keadm gettoken",
+		return nil, fmt.Errorf("%w at %s (now %s); create a new one with keadm gettoken",
 			ErrExpired, claims.ExpiresAt.UTC().Format(time.RFC3339), now.UTC().Format(time.RFC3339))
 	default:
 		// Claims were signed by the CA key but are unusable (e.g. no exp).
-		return fmt.Errorf("%w: %w", ErrMalformed, err)
+		return nil, fmt.Errorf("%w: %w", ErrMalformed, err)
 	}
 }
 
@@ -145,6 +189,24 @@ func Expiry(token string) (time.Time, error) {
 		return time.Time{}, fmt.Errorf("%w: no exp claim", ErrMalformed)
 	}
 	return claims.ExpiresAt.Time, nil
+}
+
+// BoundNode returns the node a re-join token (full, or only its JWT part) is
+// bound to, "" for an ordinary token, without verifying it: keadm join uses
+// it to explain itself before contacting the cloud, which decides.
+func BoundNode(token string) (string, error) {
+	jwtPart := strings.TrimSpace(token)
+	if strings.Count(jwtPart, ".") != 2 {
+		var err error
+		if _, jwtPart, err = Parse(jwtPart); err != nil {
+			return "", err
+		}
+	}
+	var claims Claims
+	if _, _, err := jwt.NewParser().ParseUnverified(jwtPart, &claims); err != nil {
+		return "", fmt.Errorf("%w: %w", ErrMalformed, err)
+	}
+	return claims.Node, nil
 }
 
 func checkHash(h string) error {

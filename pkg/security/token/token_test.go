@@ -257,3 +257,73 @@ func FuzzParseToken(f *testing.F) {
 		_, _ = Expiry(s)
 	})
 }
+
+func TestRejoinToken(t *testing.T) {
+	caDER, keyDER := fakeCA(t)
+	rejoin, err := CreateRejoin(caDER, keyDER, "edge1", DefaultRejoinTTL, testNow)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ordinary := mustCreate(t, caDER, keyDER, time.Hour)
+	_, rejoinJWT, err := Parse(rejoin)
+	if err != nil {
+		t.Fatalf("a re-join token must have the join token's format: %v", err)
+	}
+	if err := VerifyCAHash(rejoin, caDER); err != nil {
+		t.Error(err)
+	}
+	_, ordinaryJWT, _ := Parse(ordinary)
+
+	tests := []struct {
+		name     string
+		jwt      string
+		at       time.Time
+		wantNode string
+		wantErr  error
+	}{
+		{"re-join token names its node", rejoinJWT, testNow.Add(59 * time.Minute), "edge1", nil},
+		{"ordinary token names none", ordinaryJWT, testNow, "", nil},
+		{"re-join token expires after its ttl", rejoinJWT, testNow.Add(61 * time.Minute), "", ErrExpired},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c, err := VerifyClaims(tt.jwt, keyDER, tt.at)
+			if !errors.Is(err, tt.wantErr) {
+				t.Fatalf("VerifyClaims = %v, want %v", err, tt.wantErr)
+			}
+			if err == nil && c.Node != tt.wantNode {
+				t.Errorf("Node = %q, want %q", c.Node, tt.wantNode)
+			}
+			if err := VerifyJWT(tt.jwt, keyDER, tt.at); !errors.Is(err, tt.wantErr) {
+				t.Errorf("VerifyJWT = %v, want %v", err, tt.wantErr)
+			}
+		})
+	}
+
+	// The node claim is signed: changing it breaks the signature.
+	parts := strings.Split(rejoinJWT, ".")
+	payload, _ := base64.RawURLEncoding.DecodeString(parts[1])
+	forged := strings.Replace(string(payload), `"node":"edge1"`, `"node":"edge2"`, 1)
+	parts[1] = base64.RawURLEncoding.EncodeToString([]byte(forged))
+	if _, err := VerifyClaims(strings.Join(parts, "."), keyDER, testNow); !errors.Is(err, ErrBadSignature) {
+		t.Errorf("re-join token with an edited node claim: %v, want %v", err, ErrBadSignature)
+	}
+
+	for _, tc := range []struct{ tok, want string }{{rejoin, "edge1"}, {rejoinJWT, "edge1"}, {ordinary, ""}} {
+		if got, err := BoundNode(tc.tok); err != nil || got != tc.want {
+			t.Errorf("BoundNode = %q, %v; want %q", got, err, tc.want)
+		}
+	}
+	if _, err := BoundNode("garbage"); !errors.Is(err, ErrMalformed) {
+		t.Errorf("BoundNode(garbage) = %v, want %v", err, ErrMalformed)
+	}
+	for _, bad := range []struct {
+		name string
+		node string
+		ttl  time.Duration
+	}{{"no node", " ", time.Hour}, {"no ttl", "edge1", 0}} {
+		if _, err := CreateRejoin(caDER, keyDER, bad.node, bad.ttl, testNow); err == nil {
+			t.Errorf("CreateRejoin with %s: no error", bad.name)
+		}
+	}
+}
