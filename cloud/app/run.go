@@ -17,6 +17,7 @@ import (
 	"github.com/tether-edge/tether/cloud/cloudhub"
 	"github.com/tether-edge/tether/cloud/cloudhub/certificate"
 	"github.com/tether-edge/tether/cloud/cloudhub/httpserver"
+	"github.com/tether-edge/tether/cloud/cloudhub/revocation"
 	"github.com/tether-edge/tether/cloud/devicecontroller"
 	"github.com/tether-edge/tether/cloud/edgecontroller"
 	"github.com/tether-edge/tether/cloud/synccontroller"
@@ -24,6 +25,7 @@ import (
 	tetherscheme "github.com/tether-edge/tether/pkg/apis/scheme"
 	"github.com/tether-edge/tether/pkg/beehive"
 	"github.com/tether-edge/tether/pkg/metrics"
+	"github.com/tether-edge/tether/pkg/security/nodeauthz"
 )
 
 // Option adjusts how Run assembles cloudcore.
@@ -33,6 +35,7 @@ type runOptions struct {
 	extraModules func(*beehive.Bus) []beehive.Module
 	syncPeriod   time.Duration
 	hub          func(*cloudhub.Options)
+	authorizer   func(*nodeauthz.Authorizer)
 }
 
 // WithModules registers more modules on cloudcore's bus; tests use it to stand in for modules of later stages.
@@ -42,6 +45,12 @@ func WithModules(f func(*beehive.Bus) []beehive.Module) Option {
 
 // WithSyncPeriod overrides SyncController's reconcile period (tests).
 func WithSyncPeriod(d time.Duration) Option { return func(o *runOptions) { o.syncPeriod = d } }
+
+// WithAuthorizer hands the node authorizer to f once it exists, so tests can wait for the graph to hold what they
+// set up.
+func WithAuthorizer(f func(*nodeauthz.Authorizer)) Option {
+	return func(o *runOptions) { o.authorizer = f }
+}
 
 // WithCloudHubOptions adjusts CloudHub's options (timeouts in tests).
 func WithCloudHubOptions(f func(*cloudhub.Options)) Option { return func(o *runOptions) { o.hub = f } }
@@ -83,23 +92,45 @@ func Run(ctx context.Context, cfg *v1alpha1.CloudCore, opts ...Option) error {
 	reg := metrics.NewRegistry()
 	bus := beehive.New(beehive.Options{})
 
+	if a := hubCfg.Authorization; a != nil && (!a.Enable || a.Debug) {
+		klog.InfoS("cloudHub.authorization asks for no enforcement; Tether's node authorizer is always on and refuses what a node may not do",
+			"enable", a.Enable, "debug", a.Debug)
+	}
+	// One set of informers serves EdgeController, the node authorizer and the revocation list, so they all see a
+	// pod or a Node at the same moment.
+	inf := edgecontroller.NewInformers(kube)
+	authz, err := nodeauthz.New(nodeauthz.Options{Pods: inf.Pods(), Nodes: inf.NodeLister(), Registerer: reg})
+	if err != nil {
+		return err
+	}
+	if o.authorizer != nil {
+		o.authorizer(authz)
+	}
+	// Certificate deny-list; deleting an edge Node revokes its certificates.
+	revocations, err := revocation.New(revocation.Options{Kube: kube, NodeInformer: inf.Nodes(), Registerer: reg})
+	if err != nil {
+		return err
+	}
 	hubOpts := cloudhub.Options{
 		Config:     hubCfg,
 		Bus:        bus,
 		Client:     direct,
 		TLSConfig:  bundle.ServerTLSConfig(tls.RequireAndVerifyClientCert),
 		Registerer: reg,
+		Revocation: revocations,
+		Authorizer: authz,
 	}
 	if o.hub != nil {
 		o.hub(&hubOpts)
 	}
 	mods := []beehive.Module{
 		cloudhub.New(hubOpts),
-		edgecontroller.New(edgecontroller.Options{Bus: bus, Kube: kube, Config: *cfg.Modules.EdgeController}),
+		edgecontroller.New(edgecontroller.Options{Bus: bus, Kube: kube, Config: *cfg.Modules.EdgeController,
+			Informers: inf, Authorizer: authz}),
 		devicecontroller.New(devicecontroller.Options{Bus: bus, Client: direct, Config: *cfg.Modules.DeviceController}),
 		synccontroller.New(synccontroller.Options{
 			Reader: objCache, Writer: direct, Sender: bus,
-			Period: o.syncPeriod, Enabled: cfg.Modules.SyncController.Enable,
+			Period: o.syncPeriod, Enabled: cfg.Modules.SyncController.Enable, Authorizer: authz,
 		}),
 	}
 	if o.extraModules != nil {
@@ -113,8 +144,15 @@ func Run(ctx context.Context, cfg *v1alpha1.CloudCore, opts ...Option) error {
 
 	g, ctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return objCache.Start(ctx) })
-	if !objCache.WaitForCacheSync(ctx) {
-		return fmt.Errorf("informer cache did not sync: %w", context.Cause(ctx))
+	g.Go(func() error {
+		inf.Start(ctx.Done())
+		<-ctx.Done()
+		inf.Shutdown()
+		return nil
+	})
+	g.Go(func() error { return revocations.Run(ctx) })
+	if !objCache.WaitForCacheSync(ctx) || !inf.WaitForCacheSync(ctx) {
+		return fmt.Errorf("informer caches did not sync: %w", context.Cause(ctx))
 	}
 	if hubCfg.Enable {
 		g.Go(func() error {
@@ -127,6 +165,7 @@ func Run(ctx context.Context, cfg *v1alpha1.CloudCore, opts ...Option) error {
 				Kube:         kube,
 				CertValidity: certificate.EdgeCertValidity(hubCfg),
 				Registerer:   reg,
+				Revocation:   revocations,
 			})
 			g.Go(func() error { return srv.Run(ctx) })
 		}

@@ -42,6 +42,11 @@ func (h *CloudHub) downstream(msg model.Message) {
 		h.nodeDeleted(nodeID)
 		return
 	}
+	if err := h.authorizeDownstream(nodeID, &msg); err != nil {
+		h.metrics.dropped.WithLabelValues(reasonUnauthorized).Inc()
+		klog.InfoS("Not delivering object the node may not hold", "node", nodeID, "msg", msg.String(), "err", err)
+		return
+	}
 	out := msg.Clone()
 	out.Router.Resource = wire
 	// Writes are asynchronous on the wire; correlation is by parent id.
@@ -69,6 +74,22 @@ func (h *CloudHub) downstream(msg model.Message) {
 		return
 	}
 	h.enqueueAck(nodeID, qm)
+}
+
+// authorizeDownstream puts an object message to the node authorizer. Deletes
+// always pass (dropping an object from a node is always allowed), and so do
+// responses: the request they answer was authorized.
+func (h *CloudHub) authorizeDownstream(node string, msg *model.Message) error {
+	op := msg.Router.Operation
+	if h.opts.Authorizer == nil || msg.Router.Group != model.GroupResource ||
+		op == model.DeleteOperation || op == model.ResponseOperation || op == model.ResponseErrorOperation {
+		return nil
+	}
+	c, err := resource.ParseCloud(msg.Router.Resource)
+	if err != nil {
+		return nil // not an object message
+	}
+	return h.opts.Authorizer.MayHold(node, c.Type, c.Namespace, c.Name)
 }
 
 // needsAck classifies a downstream message (cloud-internal resource) as in

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -20,6 +21,7 @@ import (
 	rsv1 "github.com/tether-edge/tether/pkg/apis/reliablesyncs/v1alpha1"
 	"github.com/tether-edge/tether/pkg/beehive/model"
 	"github.com/tether-edge/tether/pkg/modules"
+	"github.com/tether-edge/tether/pkg/resource"
 )
 
 var update = flag.Bool("update", false, "rewrite golden files")
@@ -560,5 +562,35 @@ func TestMetricsExported(t *testing.T) {
 		if !found {
 			t.Errorf("metric %s not exported", name)
 		}
+	}
+}
+
+// denyPods is an Authorizer under which nodes may hold no pod named "secret-*".
+type denyPods struct{}
+
+func (denyPods) MayHold(node, typ, ns, name string) error {
+	if typ == resource.TypePod && strings.HasPrefix(name, "secret-") {
+		return fmt.Errorf("node %s may not hold pod %s/%s", node, ns, name)
+	}
+	return nil
+}
+
+func TestDownstreamObeysAuthorizer(t *testing.T) {
+	e := newEnv(t, envConfig{opts: func(o *Options) { o.Authorizer = denyPods{} }})
+	c := e.connect("edge-1")
+	e.toCloudhub(podMsg("edge-1", "secret-a", "uid-a", "1", model.InsertOperation))
+	e.eventually("drop counted", func() bool { return e.dropped(reasonUnauthorized) == 1 })
+	// Deletes always pass: dropping an object from a node is always allowed.
+	del := podMsg("edge-1", "secret-b", "uid-b", "2", model.DeleteOperation)
+	e.toCloudhub(del)
+	got := c.recv()
+	if got.Header.ID != del.Header.ID {
+		t.Fatalf("got %s, want only the delete", got.String())
+	}
+	c.ack(&got)
+	ok := podMsg("edge-1", "web", "uid-w", "3", model.InsertOperation)
+	e.toCloudhub(ok)
+	if got := c.recv(); got.Header.ID != ok.Header.ID {
+		t.Fatalf("got %s, want the allowed pod", got.String())
 	}
 }

@@ -3,7 +3,6 @@ package cloudhub
 import (
 	"context"
 	"errors"
-	"regexp"
 	"time"
 
 	"github.com/gorilla/websocket"
@@ -24,10 +23,6 @@ var cloudSources = map[string]bool{
 	modules.EdgeController:   true,
 	modules.SyncController:   true,
 }
-
-// volumeResource matches the answers of CSI volume calls (wire form), which
-// KubeEdge hands to the waiting caller whatever their parent id.
-var volumeResource = regexp.MustCompile(`^\w[-\w.+]*/volume/\w[-\w.+]*`)
 
 const maxLoggedContent = 256
 
@@ -63,7 +58,10 @@ func (h *CloudHub) upstreamResponse(s *session, msg *model.Message) {
 		h.queue.Add(s.nodeID)
 		return
 	}
-	if h.takeSync(parent, s.nodeID) || volumeResource.MatchString(msg.Router.Resource) {
+	// Only the node a caller is waiting on may answer it: KubeEdge hands CSI
+	// volume answers to whichever caller has the parent id, which would let
+	// one node answer for another.
+	if h.takeSync(parent, s.nodeID) {
 		if res, err := resource.AddNodePrefix(s.nodeID, msg.Router.Resource); err == nil {
 			msg.Router.Resource = res
 		}

@@ -16,6 +16,7 @@ import (
 	"github.com/tether-edge/tether/pkg/beehive/model"
 	"github.com/tether-edge/tether/pkg/modules"
 	"github.com/tether-edge/tether/pkg/resource"
+	"github.com/tether-edge/tether/pkg/security/nodeauthz"
 )
 
 // Pod indexes.
@@ -25,6 +26,21 @@ const (
 	indexSecret    = "secret"
 )
 
+// addPodIndexers adds the module's pod indexes unless an earlier run added them to the same (shared) informer.
+func addPodIndexers(pods cache.SharedIndexInformer) error {
+	want := podIndexers()
+	for name := range pods.GetIndexer().GetIndexers() {
+		delete(want, name)
+	}
+	if len(want) == 0 {
+		return nil
+	}
+	if err := pods.AddIndexers(want); err != nil {
+		return fmt.Errorf("adding pod indexes: %w", err)
+	}
+	return nil
+}
+
 func podIndexers() cache.Indexers {
 	byRef := func(configMaps bool) cache.IndexFunc {
 		return func(obj any) ([]string, error) {
@@ -32,10 +48,10 @@ func podIndexers() cache.Indexers {
 			if !ok {
 				return nil, nil
 			}
-			cms, secrets := podRefs(p)
-			names := secrets
+			refs := nodeauthz.PodReferences(p)
+			names := refs.Secrets
 			if configMaps {
-				names = cms
+				names = refs.ConfigMaps
 			}
 			keys := make([]string, len(names))
 			for i, n := range names {
@@ -54,86 +70,6 @@ func podIndexers() cache.Indexers {
 		indexConfigMap: byRef(true),
 		indexSecret:    byRef(false),
 	}
-}
-
-// podRefs returns the ConfigMaps and Secrets a pod needs on its node, sorted and unique: everything kubelet would
-// read for volumes, environment and image pulls.
-func podRefs(p *corev1.Pod) (configMaps, secrets []string) {
-	cm := func(n string) {
-		if n != "" {
-			configMaps = append(configMaps, n)
-		}
-	}
-	sec := func(n string) {
-		if n != "" {
-			secrets = append(secrets, n)
-		}
-	}
-	for _, v := range p.Spec.Volumes {
-		switch {
-		case v.ConfigMap != nil:
-			cm(v.ConfigMap.Name)
-		case v.Secret != nil:
-			sec(v.Secret.SecretName)
-		case v.Projected != nil:
-			for _, s := range v.Projected.Sources {
-				if s.ConfigMap != nil {
-					cm(s.ConfigMap.Name)
-				}
-				if s.Secret != nil {
-					sec(s.Secret.Name)
-				}
-			}
-		case v.CSI != nil && v.CSI.NodePublishSecretRef != nil:
-			sec(v.CSI.NodePublishSecretRef.Name)
-		case v.FlexVolume != nil && v.FlexVolume.SecretRef != nil:
-			sec(v.FlexVolume.SecretRef.Name)
-		case v.ISCSI != nil && v.ISCSI.SecretRef != nil:
-			sec(v.ISCSI.SecretRef.Name)
-		case v.RBD != nil && v.RBD.SecretRef != nil:
-			sec(v.RBD.SecretRef.Name)
-		case v.CephFS != nil && v.CephFS.SecretRef != nil:
-			sec(v.CephFS.SecretRef.Name)
-		case v.AzureFile != nil:
-			sec(v.AzureFile.SecretName)
-		}
-	}
-	env := func(from []corev1.EnvFromSource, vars []corev1.EnvVar) {
-		for _, f := range from {
-			if f.ConfigMapRef != nil {
-				cm(f.ConfigMapRef.Name)
-			}
-			if f.SecretRef != nil {
-				sec(f.SecretRef.Name)
-			}
-		}
-		for _, e := range vars {
-			if e.ValueFrom == nil {
-				continue
-			}
-			if r := e.ValueFrom.ConfigMapKeyRef; r != nil {
-				cm(r.Name)
-			}
-			if r := e.ValueFrom.SecretKeyRef; r != nil {
-				sec(r.Name)
-			}
-		}
-	}
-	for _, c := range p.Spec.InitContainers {
-		env(c.EnvFrom, c.Env)
-	}
-	for _, c := range p.Spec.Containers {
-		env(c.EnvFrom, c.Env)
-	}
-	for _, c := range p.Spec.EphemeralContainers {
-		env(c.EnvFrom, c.Env)
-	}
-	for _, s := range p.Spec.ImagePullSecrets {
-		sec(s.Name)
-	}
-	slices.Sort(configMaps)
-	slices.Sort(secrets)
-	return slices.Compact(configMaps), slices.Compact(secrets)
 }
 
 type eventOp int
@@ -191,8 +127,19 @@ func newDownstream(r *run) *downstream {
 	}
 }
 
-// register adds event handlers that queue into d.events until ctx is done.
-func (d *downstream) register(ctx context.Context) error {
+// registrations are the event handlers one run added to informers that may outlive it.
+type registrations []func()
+
+func (rs registrations) remove() {
+	for _, r := range rs {
+		r()
+	}
+}
+
+// register adds event handlers that queue into d.events until ctx is done; the caller removes them when the run
+// ends, since shared informers outlive it.
+func (d *downstream) register(ctx context.Context) (registrations, error) {
+	var regs registrations
 	push := func(ev event) {
 		select {
 		case d.events <- ev:
@@ -201,11 +148,11 @@ func (d *downstream) register(ctx context.Context) error {
 	}
 	for typ, inf := range map[string]cache.SharedIndexInformer{
 		resource.TypePod:       d.r.pods,
-		resource.TypeNode:      d.r.factory.Core().V1().Nodes().Informer(),
-		resource.TypeConfigMap: d.r.factory.Core().V1().ConfigMaps().Informer(),
-		resource.TypeSecret:    d.r.factory.Core().V1().Secrets().Informer(),
+		resource.TypeNode:      d.r.inf.Nodes(),
+		resource.TypeConfigMap: d.r.inf.core.Core().V1().ConfigMaps().Informer(),
+		resource.TypeSecret:    d.r.inf.core.Core().V1().Secrets().Informer(),
 	} {
-		_, err := inf.AddEventHandler(cache.ResourceEventHandlerFuncs{
+		reg, err := inf.AddEventHandler(cache.ResourceEventHandlerFuncs{
 			AddFunc: func(obj any) {
 				if o, ok := obj.(runtime.Object); ok {
 					push(event{typ: typ, op: opAdd, obj: o})
@@ -228,10 +175,16 @@ func (d *downstream) register(ctx context.Context) error {
 			},
 		})
 		if err != nil {
-			return fmt.Errorf("adding %s event handler: %w", typ, err)
+			regs.remove()
+			return nil, fmt.Errorf("adding %s event handler: %w", typ, err)
 		}
+		regs = append(regs, func() {
+			if err := inf.RemoveEventHandler(reg); err != nil {
+				klog.V(2).InfoS("Cannot remove informer event handler", "type", typ, "err", err)
+			}
+		})
 	}
-	return nil
+	return regs, nil
 }
 
 // requestResync schedules a full resync of node without blocking the caller (the mailbox loop).
@@ -337,8 +290,8 @@ func (d *downstream) pod(ctx context.Context, op eventOp, p *corev1.Pod) {
 // yet (all of them when force), so kubelet finds them when it builds the volumes.
 func (d *downstream) sendPod(ctx context.Context, p *corev1.Pod, op string, force bool) {
 	node := p.Spec.NodeName
-	cms, secrets := podRefs(p)
-	for _, name := range cms {
+	refs := nodeauthz.PodReferences(p)
+	for _, name := range refs.ConfigMaps {
 		ref := refKey{resource.TypeConfigMap, p.Namespace + "/" + name}
 		if !force && d.held[ref][node] {
 			continue
@@ -348,7 +301,7 @@ func (d *downstream) sendPod(ctx context.Context, p *corev1.Pod, op string, forc
 			d.hold(ref, node)
 		}
 	}
-	for _, name := range secrets {
+	for _, name := range refs.Secrets {
 		ref := refKey{resource.TypeSecret, p.Namespace + "/" + name}
 		if !force && d.held[ref][node] {
 			continue

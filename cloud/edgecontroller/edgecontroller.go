@@ -7,9 +7,14 @@
 // generations: KubeEdge v1.7's own agent (nodestatus, podstatus) and v1.2x's bridged kubelet (node, nodepatch,
 // podpatch, lease, ...).
 //
-// The module owns its client-go informers rather than sharing cloudcore's controller-runtime cache: it needs
-// indexes (pods by node and by referenced ConfigMap/Secret), a field-selected pod watch and add/update/delete events
-// with the old object, and owning them ties their goroutines to Start.
+// Every request is first put to the node authorizer (pkg/security/nodeauthz): a node acts only on itself, its own
+// pods and what they reference. The authorizer reads the same pod informer as the module, so both see a pod at the
+// same moment.
+//
+// The module reads client-go informers rather than cloudcore's controller-runtime cache: it needs indexes (pods by
+// node and by referenced ConfigMap/Secret), a field-selected pod watch and add/update/delete events with the old
+// object. cloudcore creates them once (Informers) and shares them with the authorizer; without shared ones, each
+// Start creates and stops its own.
 package edgecontroller
 
 import (
@@ -34,6 +39,7 @@ import (
 	"github.com/tether-edge/tether/pkg/beehive/model"
 	"github.com/tether-edge/tether/pkg/modules"
 	"github.com/tether-edge/tether/pkg/resource"
+	"github.com/tether-edge/tether/pkg/security/nodeauthz"
 )
 
 // Defaults.
@@ -62,6 +68,68 @@ type Options struct {
 	RequestTimeout time.Duration
 	// Now is the clock for heartbeats and condition transitions; time.Now when nil.
 	Now func() time.Time
+	// Informers, when set, are shared caches that cloudcore starts and stops; Authorizer must then be built on
+	// their pod informer. When nil, each Start creates its own informers and authorizer.
+	Informers  *Informers
+	Authorizer *nodeauthz.Authorizer
+}
+
+// Informers are the caches EdgeController reads.
+type Informers struct {
+	core informers.SharedInformerFactory // nodes, configmaps, secrets
+	pods informers.SharedInformerFactory // pods bound to some node
+}
+
+// NewInformers creates (without starting) every informer EdgeController reads, so that a caller sharing them can
+// start them all at once.
+func NewInformers(kube kubernetes.Interface) *Informers {
+	strip := informers.WithTransform(stripManagedFields)
+	inf := &Informers{
+		core: informers.NewSharedInformerFactoryWithOptions(kube, 0, strip),
+		// Unbound pods are the scheduler's business; not watching them saves memory in big clusters.
+		pods: informers.NewSharedInformerFactoryWithOptions(kube, 0, strip,
+			informers.WithTweakListOptions(func(o *metav1.ListOptions) {
+				o.FieldSelector = fields.OneTermNotEqualSelector("spec.nodeName", "").String()
+			})),
+	}
+	inf.Pods()
+	inf.Nodes()
+	inf.core.Core().V1().ConfigMaps().Informer()
+	inf.core.Core().V1().Secrets().Informer()
+	return inf
+}
+
+// Pods is the informer of pods bound to nodes.
+func (i *Informers) Pods() cache.SharedIndexInformer { return i.pods.Core().V1().Pods().Informer() }
+
+// Nodes is the Node informer.
+func (i *Informers) Nodes() cache.SharedIndexInformer { return i.core.Core().V1().Nodes().Informer() }
+
+// NodeLister lists Nodes from the cache.
+func (i *Informers) NodeLister() corelisters.NodeLister { return i.core.Core().V1().Nodes().Lister() }
+
+// Start starts every informer until stop is closed.
+func (i *Informers) Start(stop <-chan struct{}) {
+	i.core.Start(stop)
+	i.pods.Start(stop)
+}
+
+// WaitForCacheSync waits until every informer has synced and reports whether all did before ctx ended.
+func (i *Informers) WaitForCacheSync(ctx context.Context) bool {
+	for _, f := range []informers.SharedInformerFactory{i.core, i.pods} {
+		for _, ok := range f.WaitForCacheSync(ctx.Done()) {
+			if !ok {
+				return false
+			}
+		}
+	}
+	return true
+}
+
+// Shutdown stops the informers and waits for their goroutines.
+func (i *Informers) Shutdown() {
+	i.core.Shutdown()
+	i.pods.Shutdown()
 }
 
 // Controller is the edgecontroller module.
@@ -89,16 +157,21 @@ func (c *Controller) Start(ctx context.Context) error {
 	if c.opts.Bus == nil || c.opts.Kube == nil {
 		return errors.New("edgecontroller: Bus and Kube are required")
 	}
-	return newRun(c.opts).run(ctx)
+	r, err := newRun(c.opts)
+	if err != nil {
+		return err
+	}
+	return r.run(ctx)
 }
 
-// run is one Start's worth of state; nothing outlives it.
+// run is one Start's worth of state; nothing outlives it but the shared informers.
 type run struct {
 	opts Options
 	freq time.Duration
 
-	factory    informers.SharedInformerFactory // nodes, configmaps, secrets
-	podFactory informers.SharedInformerFactory // pods bound to some node
+	inf        *Informers
+	ownInf     bool // inf was created by this run, which starts and stops it
+	authz      *nodeauthz.Authorizer
 	pods       cache.SharedIndexInformer
 	podLister  corelisters.PodLister
 	nodes      corelisters.NodeLister
@@ -110,30 +183,30 @@ type run struct {
 	down  *downstream
 }
 
-func newRun(opts Options) *run {
+func newRun(opts Options) (*run, error) {
 	freq := time.Duration(opts.Config.NodeUpdateFrequency) * time.Second
 	if freq <= 0 {
 		freq = DefaultNodeUpdateFrequency
 	}
-	strip := informers.WithTransform(stripManagedFields)
-	r := &run{
-		opts:    opts,
-		freq:    freq,
-		factory: informers.NewSharedInformerFactoryWithOptions(opts.Kube, 0, strip),
-		// Unbound pods are the scheduler's business; not watching them saves memory in big clusters.
-		podFactory: informers.NewSharedInformerFactoryWithOptions(opts.Kube, 0, strip,
-			informers.WithTweakListOptions(func(o *metav1.ListOptions) {
-				o.FieldSelector = fields.OneTermNotEqualSelector("spec.nodeName", "").String()
-			})),
-		pools: make(map[string]*pool),
+	r := &run{opts: opts, freq: freq, inf: opts.Informers, authz: opts.Authorizer, pools: make(map[string]*pool)}
+	if r.inf == nil {
+		r.inf, r.ownInf = NewInformers(opts.Kube), true
+		authz, err := nodeauthz.New(nodeauthz.Options{Pods: r.inf.Pods(), Nodes: r.inf.NodeLister()})
+		if err != nil {
+			return nil, err
+		}
+		r.authz = authz
 	}
-	r.pods = r.podFactory.Core().V1().Pods().Informer()
-	r.podLister = r.podFactory.Core().V1().Pods().Lister()
-	r.nodes = r.factory.Core().V1().Nodes().Lister()
-	r.configMaps = r.factory.Core().V1().ConfigMaps().Lister()
-	r.secrets = r.factory.Core().V1().Secrets().Lister()
+	if r.authz == nil {
+		return nil, errors.New("edgecontroller: shared Informers need the Authorizer built on them")
+	}
+	r.pods = r.inf.Pods()
+	r.podLister = r.inf.pods.Core().V1().Pods().Lister()
+	r.nodes = r.inf.NodeLister()
+	r.configMaps = r.inf.core.Core().V1().ConfigMaps().Lister()
+	r.secrets = r.inf.core.Core().V1().Secrets().Lister()
 	r.down = newDownstream(r)
-	return r
+	return r, nil
 }
 
 // managed fields are server bookkeeping: dropping them saves cache memory and edge bandwidth.
@@ -148,28 +221,24 @@ func (r *run) run(parent context.Context) error {
 	ctx, cancel := context.WithCancel(parent)
 	defer func() {
 		cancel()
-		r.factory.Shutdown()
-		r.podFactory.Shutdown()
+		if r.ownInf {
+			r.inf.Shutdown()
+		}
 		r.wg.Wait()
 	}()
 
-	if err := r.pods.AddIndexers(podIndexers()); err != nil {
-		return fmt.Errorf("adding pod indexes: %w", err)
-	}
-	if err := r.down.register(ctx); err != nil {
+	if err := addPodIndexers(r.pods); err != nil {
 		return err
 	}
-	r.factory.Start(ctx.Done())
-	r.podFactory.Start(ctx.Done())
-	synced := []cache.InformerSynced{r.pods.HasSynced}
-	for _, inf := range []cache.SharedIndexInformer{
-		r.factory.Core().V1().Nodes().Informer(),
-		r.factory.Core().V1().ConfigMaps().Informer(),
-		r.factory.Core().V1().Secrets().Informer(),
-	} {
-		synced = append(synced, inf.HasSynced)
+	handlers, err := r.down.register(ctx)
+	if err != nil {
+		return err
 	}
-	if !cache.WaitForCacheSync(ctx.Done(), synced...) {
+	defer handlers.remove()
+	if r.ownInf {
+		r.inf.Start(ctx.Done())
+	}
+	if !r.inf.WaitForCacheSync(ctx) {
 		if parent.Err() != nil {
 			return nil
 		}

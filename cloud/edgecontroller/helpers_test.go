@@ -14,6 +14,7 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/kubernetes/fake"
+	"k8s.io/utils/ptr"
 
 	"github.com/tether-edge/tether/pkg/apis/componentconfig/cloudcore/v1alpha1"
 	"github.com/tether-edge/tether/pkg/beehive"
@@ -224,7 +225,7 @@ func barrierObjects() []runtime.Object {
 	}
 }
 
-func must(t *testing.T, err error) {
+func must(t testing.TB, err error) {
 	t.Helper()
 	if err != nil {
 		t.Fatal(err)
@@ -306,6 +307,25 @@ func withEnvConfigMapKey(name string) podOpt {
 		p.Spec.InitContainers = append(p.Spec.InitContainers, corev1.Container{Name: "init", Env: []corev1.EnvVar{{Name: "K",
 			ValueFrom: &corev1.EnvVarSource{ConfigMapKeyRef: &corev1.ConfigMapKeySelector{LocalObjectReference: corev1.LocalObjectReference{Name: name}, Key: "k"}}}}})
 	}
+}
+
+// withTokenProjection mounts a service account token for audience, as kube-api-access volumes do.
+func withTokenProjection(audience string) podOpt {
+	return func(p *corev1.Pod) {
+		p.Spec.Volumes = append(p.Spec.Volumes, corev1.Volume{Name: "token-" + audience, VolumeSource: corev1.VolumeSource{
+			Projected: &corev1.ProjectedVolumeSource{Sources: []corev1.VolumeProjection{
+				{ServiceAccountToken: &corev1.ServiceAccountTokenProjection{Audience: audience, Path: "token"}},
+			}}}})
+	}
+}
+
+// mirrorPod is a static pod's mirror as a kubelet on node creates it.
+func mirrorPod(name, node string) *corev1.Pod {
+	p := pod(name, node, "")
+	p.UID = ""
+	p.Annotations = map[string]string{"kubernetes.io/config.mirror": "hash"}
+	p.OwnerReferences = []metav1.OwnerReference{{APIVersion: "v1", Kind: "Node", Name: node, UID: types.UID("uid-" + node), Controller: ptr.To(true)}}
+	return p
 }
 
 func withPullSecret(name string) podOpt {

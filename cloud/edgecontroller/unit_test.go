@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -131,19 +130,6 @@ func TestAdjustConditionPatch(t *testing.T) {
 				t.Errorf("got  %s\nwant %s", got, want)
 			}
 		})
-	}
-}
-
-func TestPodRefs(t *testing.T) {
-	p := pod("p", "n", "1", withVolumeConfigMap("a"), withVolumeConfigMap("a"), withEnvFromConfigMap("b"),
-		withVolumeSecret("s1"), withPullSecret("s0"), withEnvSecretKey("s1"))
-	p.Spec.Volumes = append(p.Spec.Volumes, corev1.Volume{Name: "csi", VolumeSource: corev1.VolumeSource{
-		CSI: &corev1.CSIVolumeSource{Driver: "d", NodePublishSecretRef: &corev1.LocalObjectReference{Name: "s2"}}}})
-	p.Spec.EphemeralContainers = []corev1.EphemeralContainer{{EphemeralContainerCommon: corev1.EphemeralContainerCommon{
-		Name: "debug", EnvFrom: []corev1.EnvFromSource{{ConfigMapRef: &corev1.ConfigMapEnvSource{LocalObjectReference: corev1.LocalObjectReference{Name: "c"}}}}}}}
-	cms, secrets := podRefs(p)
-	if !slices.Equal(cms, []string{"a", "b", "c"}) || !slices.Equal(secrets, []string{"s0", "s1", "s2"}) {
-		t.Errorf("podRefs = %v %v", cms, secrets)
 	}
 }
 

@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 
 	authv1 "k8s.io/api/authentication/v1"
 	coordv1 "k8s.io/api/coordination/v1"
@@ -22,6 +23,7 @@ import (
 	"github.com/tether-edge/tether/pkg/beehive/model"
 	"github.com/tether-edge/tether/pkg/modules"
 	"github.com/tether-edge/tether/pkg/resource"
+	"github.com/tether-edge/tether/pkg/security/nodeauthz"
 )
 
 // Errors classifying why a request failed; they map to the StatusError reasons edges (kubelet) understand.
@@ -87,6 +89,10 @@ func lookup(typ, op string) (handler, bool) {
 		return handler{"queryConfigMap", shapeObject, "", (*run).queryConfigMap}, true
 	case key{resource.TypeSecret, model.QueryOperation}:
 		return handler{"querySecret", shapeObject, "", (*run).querySecret}, true
+	case key{resource.TypePersistentVolumeClaim, model.QueryOperation}:
+		return handler{"queryPersistentVolumeClaim", shapeObject, "", (*run).queryPVC}, true
+	case key{resource.TypePersistentVolume, model.QueryOperation}:
+		return handler{"queryPersistentVolume", shapeObject, "", (*run).queryPV}, true
 	case key{resource.TypeServiceAccountToken, model.QueryOperation}:
 		return handler{"serviceAccountToken", shapeObject, "", (*run).createToken}, true
 	case key{resource.TypeEvent, model.InsertOperation}, key{resource.TypeEvent, model.UpdateOperation},
@@ -108,15 +114,6 @@ func (q *request) decode(v any) error {
 	}
 	if err := q.msg.UnmarshalContent(v); err != nil {
 		return fmt.Errorf("%w: %s %s: %w", errBadInput, q.msg.Router.Operation, q.msg.Router.Resource, err)
-	}
-	return nil
-}
-
-// ownNode checks the resource names the sending node itself: a node may only write its own Node and Lease, as
-// Kubernetes' NodeRestriction admission enforces for kubelets.
-func (q *request) ownNode() error {
-	if q.res.Name != q.res.NodeID {
-		return fmt.Errorf("%w: node %q may not act on node %q", errForbidden, q.res.NodeID, q.res.Name)
 	}
 	return nil
 }
@@ -203,6 +200,10 @@ func (r *run) finish(ctx context.Context, h handler, req *request, obj runtime.O
 }
 
 func logFailure(req *request, err error) {
+	if ref, ok := nodeauthz.IsRefusal(err); ok {
+		klog.InfoS("Refusing edge request", "node", ref.Node, "rule", ref.Rule, "msg", req.msg.String(), "reason", ref.Reason)
+		return
+	}
 	switch {
 	case errors.Is(err, errBadInput), errors.Is(err, errForbidden):
 		klog.InfoS("Refusing edge request", "msg", req.msg.String(), "err", err)
@@ -226,19 +227,29 @@ func statusError(err error) *apierrors.StatusError {
 	if errors.As(err, &st) {
 		return &apierrors.StatusError{ErrStatus: st.Status()}
 	}
+	if ref, ok := nodeauthz.IsRefusal(err); ok {
+		if ref.Rule == nodeauthz.RuleNotReady {
+			return apierrors.NewTooManyRequests(err.Error(), 1)
+		}
+		return forbidden(err)
+	}
 	switch {
 	case errors.Is(err, errBadInput):
 		return apierrors.NewBadRequest(err.Error())
 	case errors.Is(err, errForbidden):
-		return &apierrors.StatusError{ErrStatus: metav1.Status{
-			Status: metav1.StatusFailure, Code: 403, Reason: metav1.StatusReasonForbidden, Message: err.Error(),
-		}}
+		return forbidden(err)
 	case errors.Is(err, errBusy):
 		return apierrors.NewTooManyRequests(err.Error(), 1)
 	case errors.Is(err, context.DeadlineExceeded):
 		return apierrors.NewTimeoutError(err.Error(), 1)
 	}
 	return apierrors.NewInternalError(err)
+}
+
+func forbidden(err error) *apierrors.StatusError {
+	return &apierrors.StatusError{ErrStatus: metav1.Status{
+		Status: metav1.StatusFailure, Code: 403, Reason: metav1.StatusReasonForbidden, Message: err.Error(),
+	}}
 }
 
 // withTypeMeta returns a copy of obj with apiVersion and kind set: typed objects from clients and informers lack
@@ -269,7 +280,7 @@ func clearServerFields(m *metav1.ObjectMeta) {
 // registerNode creates the Node in the content ([v1.7] nodestatus insert, v1.2x node insert), or reconciles an
 // existing one: an edge registers again after every restart and must not fail because it registered before.
 func (r *run) registerNode(ctx context.Context, req *request) (runtime.Object, error) {
-	if err := req.ownNode(); err != nil {
+	if err := r.authz.OwnNode(req.res.NodeID, req.res.Name); err != nil {
 		return nil, err
 	}
 	in := &corev1.Node{}
@@ -283,6 +294,14 @@ func (r *run) registerNode(ctx context.Context, req *request) (runtime.Object, e
 		return nil, fmt.Errorf("%w: node object %q registered as %q", errForbidden, in.Name, req.res.Name)
 	}
 	clearServerFields(&in.ObjectMeta)
+	// Owners and finalizers would let a node tie its Node's life to other objects or block its deletion.
+	in.OwnerReferences, in.Finalizers = nil, nil
+	if err := r.authz.NodeSpec(req.res.NodeID, nil, in); err != nil {
+		return nil, err
+	}
+	if err := r.authz.NodeLabels(req.res.NodeID, nil, in.Labels); err != nil {
+		return nil, err
+	}
 	ensureEdgeLabel(&in.ObjectMeta)
 	created, err := r.opts.Kube.CoreV1().Nodes().Create(ctx, in, metav1.CreateOptions{})
 	if err == nil {
@@ -292,7 +311,7 @@ func (r *run) registerNode(ctx context.Context, req *request) (runtime.Object, e
 	if !apierrors.IsAlreadyExists(err) {
 		return nil, fmt.Errorf("creating node %s: %w", in.Name, err)
 	}
-	return r.reconcileNode(ctx, in)
+	return r.reconcileNode(ctx, req.res.NodeID, in)
 }
 
 func ensureEdgeLabel(m *metav1.ObjectMeta) bool {
@@ -307,7 +326,7 @@ func ensureEdgeLabel(m *metav1.ObjectMeta) bool {
 }
 
 // reconcileNode merges a re-registration's labels and addresses into the existing Node.
-func (r *run) reconcileNode(ctx context.Context, in *corev1.Node) (*corev1.Node, error) {
+func (r *run) reconcileNode(ctx context.Context, node string, in *corev1.Node) (*corev1.Node, error) {
 	nodes := r.opts.Kube.CoreV1().Nodes()
 	var out *corev1.Node
 	err := retryOnConflict(func() error {
@@ -322,6 +341,9 @@ func (r *run) reconcileNode(ctx context.Context, in *corev1.Node) (*corev1.Node,
 				n.Labels[k] = v
 				changed = true
 			}
+		}
+		if err := r.authz.NodeLabels(node, live.Labels, n.Labels); err != nil {
+			return err
 		}
 		if changed {
 			if n, err = nodes.Update(ctx, n, metav1.UpdateOptions{}); err != nil {
@@ -359,7 +381,7 @@ func equalAddresses(a, b []corev1.NodeAddress) bool {
 
 // updateNodeStatus applies a [v1.7] NodeStatusRequest.
 func (r *run) updateNodeStatus(ctx context.Context, req *request) (runtime.Object, error) {
-	if err := req.ownNode(); err != nil {
+	if err := r.authz.OwnNode(req.res.NodeID, req.res.Name); err != nil {
 		return nil, err
 	}
 	var sr NodeStatusRequest
@@ -438,12 +460,21 @@ func (r *run) liveNode(ctx context.Context, name string) (*corev1.Node, error) {
 
 // updateNode merges the labels and annotations the edge sends; the rest of a Node is the cloud's.
 func (r *run) updateNode(ctx context.Context, req *request) (runtime.Object, error) {
-	if err := req.ownNode(); err != nil {
+	if err := r.authz.OwnNode(req.res.NodeID, req.res.Name); err != nil {
 		return nil, err
 	}
 	var n corev1.Node
 	if err := req.decode(&n); err != nil {
 		return nil, err
+	}
+	if len(n.Labels) > 0 {
+		live, err := r.liveNode(ctx, req.res.Name)
+		if err != nil {
+			return nil, err
+		}
+		if err := r.authz.NodeLabels(req.res.NodeID, live.Labels, mergedLabels(live.Labels, n.Labels)); err != nil {
+			return nil, err
+		}
 	}
 	md := map[string]any{}
 	if len(n.Labels) > 0 {
@@ -467,7 +498,7 @@ func (r *run) updateNode(ctx context.Context, req *request) (runtime.Object, err
 }
 
 func (r *run) patchNodeStatus(ctx context.Context, req *request) (runtime.Object, error) {
-	if err := req.ownNode(); err != nil {
+	if err := r.authz.OwnNode(req.res.NodeID, req.res.Name); err != nil {
 		return nil, err
 	}
 	name := req.res.Name
@@ -479,6 +510,9 @@ func (r *run) patchNodeStatus(ctx context.Context, req *request) (runtime.Object
 	if err != nil {
 		return nil, err
 	}
+	if patch, err = r.nodeStatusPatch(req.res.NodeID, live, patch); err != nil {
+		return nil, err
+	}
 	patch, err = adjustConditionPatch(patch, nodeConditionStates(live.Status.Conditions), r.now(), r.freq, true)
 	if err != nil {
 		return nil, fmt.Errorf("%w: status patch of node %s: %w", errBadInput, name, err)
@@ -488,6 +522,73 @@ func (r *run) patchNodeStatus(ctx context.Context, req *request) (runtime.Object
 		return nil, fmt.Errorf("patching status of node %s: %w", name, err)
 	}
 	return out, nil
+}
+
+// mergedLabels is old with the (non-nil) changes of a merge patch applied.
+func mergedLabels(old, changes map[string]string) map[string]string {
+	out := make(map[string]string, len(old)+len(changes))
+	maps.Copy(out, old)
+	maps.Copy(out, changes)
+	return out
+}
+
+// nodeStatusPatch keeps what a node may change through its status: the status, and its labels and annotations
+// (the kubelet patches those through status too) with the label rules applied. Anything else, spec.taints
+// included, is dropped rather than refused, as the API server's status strategy drops it.
+func (r *run) nodeStatusPatch(node string, live *corev1.Node, patch []byte) ([]byte, error) {
+	var doc map[string]json.RawMessage
+	if err := json.Unmarshal(patch, &doc); err != nil {
+		return nil, fmt.Errorf("%w: status patch of node %s is not a JSON object: %w", errBadInput, node, err)
+	}
+	out := map[string]json.RawMessage{}
+	if st, ok := doc["status"]; ok {
+		out["status"] = st
+	}
+	if raw, ok := doc["metadata"]; ok {
+		var md struct {
+			Labels      map[string]*string `json:"labels"`
+			Annotations json.RawMessage    `json:"annotations"`
+		}
+		if err := json.Unmarshal(raw, &md); err != nil {
+			return nil, fmt.Errorf("%w: metadata in status patch of node %s: %w", errBadInput, node, err)
+		}
+		keep := map[string]any{}
+		if len(md.Labels) > 0 {
+			next := maps.Clone(live.Labels)
+			if next == nil {
+				next = map[string]string{}
+			}
+			for k, v := range md.Labels {
+				if v == nil {
+					delete(next, k)
+				} else {
+					next[k] = *v
+				}
+			}
+			if err := r.authz.NodeLabels(node, live.Labels, next); err != nil {
+				return nil, err
+			}
+			keep["labels"] = md.Labels
+		}
+		if len(md.Annotations) > 0 {
+			keep["annotations"] = md.Annotations
+		}
+		if len(keep) > 0 {
+			b, err := json.Marshal(keep)
+			if err != nil {
+				return nil, fmt.Errorf("encoding metadata of node %s status patch: %w", node, err)
+			}
+			out["metadata"] = b
+		}
+	}
+	if _, hasMD := doc["metadata"]; !hasMD && len(out) == len(doc) {
+		return patch, nil
+	}
+	b, err := json.Marshal(out)
+	if err != nil {
+		return nil, fmt.Errorf("encoding status patch of node %s: %w", node, err)
+	}
+	return b, nil
 }
 
 // patch returns the content as patch bytes: a JSON string holding the patch (kubelet bridge) or the patch itself.
@@ -517,14 +618,6 @@ func (r *run) livePod(ctx context.Context, ns, name string) (*corev1.Pod, error)
 	return p, nil
 }
 
-// ownPod checks the pod is bound to the sending node, as NodeRestriction does for kubelets.
-func ownPod(req *request, p *corev1.Pod) error {
-	if p.Spec.NodeName != req.res.NodeID {
-		return fmt.Errorf("%w: pod %s/%s is bound to %q, not to node %q", errForbidden, p.Namespace, p.Name, p.Spec.NodeName, req.res.NodeID)
-	}
-	return nil
-}
-
 func (r *run) patchPodStatus(ctx context.Context, req *request) (runtime.Object, error) {
 	ns, name, err := req.key("", "")
 	if err != nil {
@@ -534,11 +627,14 @@ func (r *run) patchPodStatus(ctx context.Context, req *request) (runtime.Object,
 	if err != nil {
 		return nil, err
 	}
-	if err := ownPod(req, live); err != nil {
+	if err := r.authz.PodBound(req.res.NodeID, live); err != nil {
 		return nil, err
 	}
 	patch, err := req.patch()
 	if err != nil {
+		return nil, err
+	}
+	if patch, err = podStatusPatch(live, patch); err != nil {
 		return nil, err
 	}
 	patch, err = adjustConditionPatch(patch, podConditionStates(live.Status.Conditions), r.now(), 0, false)
@@ -550,6 +646,36 @@ func (r *run) patchPodStatus(ctx context.Context, req *request) (runtime.Object,
 		return nil, fmt.Errorf("patching status of pod %s/%s: %w", ns, name, err)
 	}
 	return out, nil
+}
+
+// podStatusPatch keeps only the status of a pod status patch and makes the live pod's UID its precondition, so a
+// node can neither relabel its pods through their status (NodeRestriction forbids it) nor write the status of a
+// namesake that replaced the pod it ran.
+func podStatusPatch(live *corev1.Pod, patch []byte) ([]byte, error) {
+	var doc struct {
+		Metadata struct {
+			UID types.UID `json:"uid"`
+		} `json:"metadata"`
+		Status json.RawMessage `json:"status"`
+	}
+	if err := json.Unmarshal(patch, &doc); err != nil {
+		return nil, fmt.Errorf("%w: status patch of pod %s/%s is not a JSON object: %w", errBadInput, live.Namespace, live.Name, err)
+	}
+	if doc.Metadata.UID != "" && doc.Metadata.UID != live.UID {
+		return nil, apierrors.NewConflict(corev1.Resource("pods"), live.Name,
+			fmt.Errorf("status is for pod uid %s, the pod now has uid %s", doc.Metadata.UID, live.UID))
+	}
+	uid, err := json.Marshal(live.UID)
+	if err != nil {
+		return nil, fmt.Errorf("encoding status patch of pod %s/%s: %w", live.Namespace, live.Name, err)
+	}
+	// Built by hand: the status was just validated by Unmarshal, and this runs for every pod status update.
+	out := append(append([]byte(`{"metadata":{"uid":`), uid...), '}')
+	if len(doc.Status) > 0 {
+		out = append(append(append(out, `,"status":`...), doc.Status...), '}')
+		return out, nil
+	}
+	return append(out, '}'), nil
 }
 
 // updatePodStatus applies [v1.7] PodStatusRequests: one when the resource names a pod, a list otherwise.
@@ -658,13 +784,17 @@ func (r *run) deletePod(ctx context.Context, req *request) (runtime.Object, erro
 	if err != nil {
 		return nil, err
 	}
-	if err := ownPod(req, live); err != nil {
+	if err := r.authz.PodBound(req.res.NodeID, live); err != nil {
 		return nil, err
 	}
-	if opts.Preconditions == nil || opts.Preconditions.UID == nil {
-		// Delete exactly the pod checked above, not a namesake created since on another node.
-		opts.Preconditions = metav1.NewUIDPreconditions(string(live.UID))
+	// Delete exactly the pod checked above, not a namesake created since on another node; a different UID from
+	// the edge means the pod it meant is gone already.
+	if opts.Preconditions != nil && opts.Preconditions.UID != nil && *opts.Preconditions.UID != live.UID {
+		return nil, nil
 	}
+	uid := live.UID
+	opts.Preconditions = &metav1.Preconditions{UID: &uid}
+	opts.DryRun = nil
 	if err := r.opts.Kube.CoreV1().Pods(ns).Delete(ctx, name, *opts); err != nil && !apierrors.IsNotFound(err) {
 		return nil, fmt.Errorf("deleting pod %s/%s: %w", ns, name, err)
 	}
@@ -682,7 +812,7 @@ func (r *run) createPod(ctx context.Context, req *request) (runtime.Object, erro
 		return nil, err
 	}
 	p.Namespace, p.Name = ns, name
-	if err := ownPod(req, &p); err != nil {
+	if err := r.authz.MirrorPod(req.res.NodeID, &p); err != nil {
 		return nil, err
 	}
 	clearServerFields(&p.ObjectMeta)
@@ -699,7 +829,7 @@ func (r *run) leaseRequest(req *request) error {
 	if req.res.Namespace != corev1.NamespaceNodeLease {
 		return fmt.Errorf("%w: node leases live in %s, not in %s", errBadInput, corev1.NamespaceNodeLease, req.msg.Router.Resource)
 	}
-	return req.ownNode()
+	return r.authz.OwnNode(req.res.NodeID, req.res.Name)
 }
 
 func (r *run) writeLease(ctx context.Context, req *request) (runtime.Object, error) {
@@ -745,6 +875,9 @@ func (r *run) queryConfigMap(ctx context.Context, req *request) (runtime.Object,
 	if err != nil {
 		return nil, err
 	}
+	if err := r.authz.MayRead(req.res.NodeID, nodeauthz.KindConfigMap, ns, name); err != nil {
+		return nil, err
+	}
 	if cm, err := r.configMaps.ConfigMaps(ns).Get(name); err == nil {
 		return cm, nil
 	}
@@ -761,6 +894,9 @@ func (r *run) querySecret(ctx context.Context, req *request) (runtime.Object, er
 	if err != nil {
 		return nil, err
 	}
+	if err := r.authz.MayRead(req.res.NodeID, nodeauthz.KindSecret, ns, name); err != nil {
+		return nil, err
+	}
 	if s, err := r.secrets.Secrets(ns).Get(name); err == nil {
 		return s, nil
 	}
@@ -769,6 +905,41 @@ func (r *run) querySecret(ctx context.Context, req *request) (runtime.Object, er
 		return nil, fmt.Errorf("getting secret %s/%s: %w", ns, name, err)
 	}
 	return s, nil
+}
+
+// queryPVC answers a claim one of the node's pods uses.
+func (r *run) queryPVC(ctx context.Context, req *request) (runtime.Object, error) {
+	ns, name, err := req.key("", "")
+	if err != nil {
+		return nil, err
+	}
+	if err := r.authz.MayRead(req.res.NodeID, nodeauthz.KindPVC, ns, name); err != nil {
+		return nil, err
+	}
+	pvc, err := r.opts.Kube.CoreV1().PersistentVolumeClaims(ns).Get(ctx, name, metav1.GetOptions{})
+	if err != nil {
+		return nil, fmt.Errorf("getting persistentvolumeclaim %s/%s: %w", ns, name, err)
+	}
+	return pvc, nil
+}
+
+// queryPV answers a volume bound to a claim one of the node's pods uses.
+func (r *run) queryPV(ctx context.Context, req *request) (runtime.Object, error) {
+	name, err := req.name("")
+	if err != nil {
+		return nil, err
+	}
+	claim := func(ns, name string) (*corev1.PersistentVolumeClaim, error) {
+		return r.opts.Kube.CoreV1().PersistentVolumeClaims(ns).Get(ctx, name, metav1.GetOptions{})
+	}
+	if err := r.authz.MayReadPV(req.res.NodeID, name, claim); err != nil {
+		return nil, err
+	}
+	pv, err := r.opts.Kube.CoreV1().PersistentVolumes().Get(ctx, name, metav1.GetOptions{})
+	if err != nil {
+		return nil, fmt.Errorf("getting persistentvolume %s: %w", name, err)
+	}
+	return pv, nil
 }
 
 // createToken issues a service account token; the resource names the service account.
@@ -781,15 +952,18 @@ func (r *run) createToken(ctx context.Context, req *request) (runtime.Object, er
 	if err != nil {
 		return nil, err
 	}
-	if ref := tr.Spec.BoundObjectRef; ref != nil && ref.Kind == "Pod" {
-		// A node may only get tokens for its own pods.
+	var pod *corev1.Pod
+	if ref := tr.Spec.BoundObjectRef; ref != nil && ref.Kind == "Pod" && ref.Name != "" {
 		p, err := r.livePod(ctx, ns, ref.Name)
-		if err != nil {
+		switch {
+		case err == nil:
+			pod = p
+		case !apierrors.IsNotFound(err):
 			return nil, err
 		}
-		if err := ownPod(req, p); err != nil {
-			return nil, err
-		}
+	}
+	if err := r.authz.TokenRequest(req.res.NodeID, ns, name, &tr, pod); err != nil {
+		return nil, err
 	}
 	tr.Namespace = ns
 	out, err := r.opts.Kube.CoreV1().ServiceAccounts(ns).CreateToken(ctx, name, &tr, metav1.CreateOptions{})
@@ -825,6 +999,25 @@ func (r *run) writeEvent(ctx context.Context, req *request) (runtime.Object, err
 	}
 	ev.Namespace, ev.Name = ns, name
 	events := r.opts.Kube.CoreV1().Events(ns)
+	node := req.res.NodeID
+	if req.msg.Router.Operation != model.PatchOperation {
+		if err := r.authorizeEvent(ctx, node, ev); err != nil {
+			return nil, err
+		}
+	}
+	if req.msg.Router.Operation != model.InsertOperation {
+		// The event being changed must be the node's too, and a patch may not move it onto another object.
+		live, err := events.Get(ctx, name, metav1.GetOptions{})
+		if err != nil {
+			return nil, fmt.Errorf("getting event %s/%s: %w", ns, name, err)
+		}
+		if err := r.authorizeEvent(ctx, node, live); err != nil {
+			return nil, err
+		}
+		if patch != nil && patchTouches(patch, "involvedObject", "metadata") {
+			return nil, fmt.Errorf("%w: event patch %s may not change involvedObject or metadata", errBadInput, req.msg.Router.Resource)
+		}
+	}
 	switch req.msg.Router.Operation {
 	case model.InsertOperation:
 		clearServerFields(&ev.ObjectMeta)
@@ -838,6 +1031,35 @@ func (r *run) writeEvent(ctx context.Context, req *request) (runtime.Object, err
 		return nil, fmt.Errorf("%s event %s/%s: %w", req.msg.Router.Operation, ns, name, err)
 	}
 	return nil, nil
+}
+
+// authorizeEvent puts ev to the event rule, with the live pod it is about.
+func (r *run) authorizeEvent(ctx context.Context, node string, ev *corev1.Event) error {
+	var pod *corev1.Pod
+	if obj := ev.InvolvedObject; obj.Kind == "Pod" && obj.Namespace != "" && obj.Name != "" {
+		p, err := r.livePod(ctx, obj.Namespace, obj.Name)
+		switch {
+		case err == nil:
+			pod = p
+		case !apierrors.IsNotFound(err):
+			return err
+		}
+	}
+	return r.authz.Event(node, ev, pod)
+}
+
+// patchTouches reports whether a JSON merge patch sets any of the top-level keys (an unreadable patch counts).
+func patchTouches(patch []byte, keys ...string) bool {
+	var doc map[string]json.RawMessage
+	if err := json.Unmarshal(patch, &doc); err != nil {
+		return true
+	}
+	for _, k := range keys {
+		if _, ok := doc[k]; ok {
+			return true
+		}
+	}
+	return false
 }
 
 // patchData reads patchData: a JSON string holding the patch, base64 of it (Go []byte), or the patch itself.

@@ -42,7 +42,8 @@ func upstreamObjects() []runtime.Object {
 		{Type: corev1.NodeMemoryPressure, Status: corev1.ConditionFalse, LastHeartbeatTime: tStale, LastTransitionTime: tOld},
 		{Type: corev1.NodeNetworkUnavailable, Status: corev1.ConditionFalse, LastTransitionTime: tOld},
 	}
-	web := pod("web", "edge-1", "6")
+	web := pod("web", "edge-1", "6", withVolumeConfigMap("cfg"), withVolumeConfigMap("nope"), withVolumeSecret("sec"),
+		withTokenProjection("api"))
 	web.Status = corev1.PodStatus{
 		Phase:     corev1.PodPending,
 		StartTime: &tOld,
@@ -490,7 +491,7 @@ func TestUpstream(t *testing.T) {
 		},
 		{
 			name: "pod insert creates a mirror pod", res: "node/edge-1/default/pod/static-edge-1", op: model.InsertOperation,
-			body: pod("static-edge-1", "edge-1", "123"),
+			body: mirrorPod("static-edge-1", "edge-1"),
 			check: func(t *testing.T, h *harness, reply model.Message) {
 				obj, err := objectResp(t, reply)
 				if err != nil {

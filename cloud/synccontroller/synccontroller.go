@@ -23,6 +23,7 @@ import (
 	"github.com/tether-edge/tether/pkg/beehive/model"
 	"github.com/tether-edge/tether/pkg/modules"
 	"github.com/tether-edge/tether/pkg/resource"
+	"github.com/tether-edge/tether/pkg/security/nodeauthz"
 )
 
 // DefaultPeriod is KubeEdge's reconcile period.
@@ -44,6 +45,14 @@ type Options struct {
 	Period time.Duration
 	// Enabled mirrors the config switch.
 	Enabled bool
+	// Authorizer decides whether a node may still hold an object; a record of one it may not (its last pod using
+	// it is gone) is deleted instead of being brought up to date. Nil keeps every record.
+	Authorizer Authorizer
+}
+
+// Authorizer decides whether node may hold an object; the node authorizer (pkg/security/nodeauthz) implements it.
+type Authorizer interface {
+	MayHold(node, resourceType, namespace, name string) error
 }
 
 // Controller is the synccontroller module.
@@ -94,7 +103,7 @@ func (c *Controller) Reconcile(ctx context.Context) error {
 	var errs []error
 	for i := range syncs.Items {
 		s := &syncs.Items[i]
-		errs = append(errs, c.reconcileOne(ctx, s.Name, s.Namespace, s.Spec, s.Status))
+		errs = append(errs, c.reconcileOne(ctx, s, s.Spec, s.Status))
 	}
 	var clusterSyncs v1alpha1.ClusterObjectSyncList
 	if err := c.opts.Reader.List(ctx, &clusterSyncs); err != nil {
@@ -102,12 +111,13 @@ func (c *Controller) Reconcile(ctx context.Context) error {
 	}
 	for i := range clusterSyncs.Items {
 		s := &clusterSyncs.Items[i]
-		errs = append(errs, c.reconcileOne(ctx, s.Name, "", s.Spec, s.Status))
+		errs = append(errs, c.reconcileOne(ctx, s, s.Spec, s.Status))
 	}
 	return errors.Join(errs...)
 }
 
-func (c *Controller) reconcileOne(ctx context.Context, syncName, namespace string, spec v1alpha1.ObjectSyncSpec, status v1alpha1.ObjectSyncStatus) error {
+func (c *Controller) reconcileOne(ctx context.Context, record client.Object, spec v1alpha1.ObjectSyncSpec, status v1alpha1.ObjectSyncStatus) error {
+	syncName, namespace := record.GetName(), record.GetNamespace()
 	node, uid, err := v1alpha1.ParseSyncName(syncName)
 	if err != nil {
 		klog.ErrorS(err, "Ignoring object sync with a malformed name", "namespace", namespace)
@@ -148,6 +158,18 @@ func (c *Controller) reconcileOne(ctx context.Context, syncName, namespace strin
 	}
 	if !newer {
 		return nil
+	}
+	if c.opts.Authorizer != nil {
+		if err := c.opts.Authorizer.MayHold(node, resourceType, namespace, spec.ObjectName); err != nil {
+			if ref, ok := nodeauthz.IsRefusal(err); !ok || ref.Rule == nodeauthz.RuleNotReady {
+				return fmt.Errorf("authorizing %s for node %s: %w", syncName, node, err)
+			}
+			klog.InfoS("Dropping the sync record of an object the node may no longer hold", "sync", klog.KObj(record), "node", node, "reason", err)
+			if err := c.opts.Writer.Delete(ctx, record); err != nil && !apierrors.IsNotFound(err) {
+				return fmt.Errorf("deleting object sync %s of node %s: %w", syncName, node, err)
+			}
+			return nil
+		}
 	}
 	return c.send(ctx, node, namespace, resourceType, spec.ObjectName, model.UpdateOperation, obj.GetResourceVersion(), obj.Object)
 }

@@ -16,6 +16,7 @@ import (
 
 	"github.com/tether-edge/tether/pkg/apis/reliablesyncs/v1alpha1"
 	"github.com/tether-edge/tether/pkg/beehive/model"
+	"github.com/tether-edge/tether/pkg/security/nodeauthz"
 )
 
 type recordingSender struct {
@@ -218,3 +219,54 @@ func TestNewerThan(t *testing.T) {
 }
 
 func typesUID(s string) types.UID { return types.UID(s) }
+
+// graph is an Authorizer whose nodes may hold only the listed ConfigMaps.
+type graph map[string]bool
+
+func (g graph) MayHold(node, typ, ns, name string) error {
+	if g[node+"/"+ns+"/"+name] {
+		return nil
+	}
+	return &nodeauthz.Refusal{Rule: nodeauthz.RuleReferenced, Node: node, Reason: "no pod of the node uses " + ns + "/" + name}
+}
+
+// notReady refuses everything because its graph is not loaded.
+type notReady struct{}
+
+func (notReady) MayHold(node, _, _, _ string) error {
+	return &nodeauthz.Refusal{Rule: nodeauthz.RuleNotReady, Node: node}
+}
+
+// TestReconcileFollowsTheGraph: a newer version of an object the node may no longer hold is not sent, and its
+// record is deleted; an authorizer that is not ready yet changes nothing.
+func TestReconcileFollowsTheGraph(t *testing.T) {
+	tests := []struct {
+		name       string
+		authz      Authorizer
+		wantSent   int
+		wantRecord bool
+	}{
+		{"still used", graph{"edge-1/default/cfg": true}, 1, true},
+		{"no longer used", graph{}, 0, false},
+		{"graph not loaded", notReady{}, 0, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			cm := configMap("cfg", "uid-cfg", "")
+			cl := newFakeClient(t, node("edge-1"), cm, objectSync("edge-1", "uid-cfg", "ConfigMap", "cfg", "1"))
+			sender := &recordingSender{}
+			c := New(Options{Reader: cl, Writer: cl, Sender: sender, Enabled: true, Authorizer: tt.authz})
+			_ = c.Reconcile(context.Background())
+			if len(sender.msgs) != tt.wantSent {
+				t.Errorf("sent %d messages, want %d", len(sender.msgs), tt.wantSent)
+			}
+			var list v1alpha1.ObjectSyncList
+			if err := cl.List(context.Background(), &list); err != nil {
+				t.Fatal(err)
+			}
+			if got := len(list.Items) == 1; got != tt.wantRecord {
+				t.Errorf("record kept = %v, want %v", got, tt.wantRecord)
+			}
+		})
+	}
+}

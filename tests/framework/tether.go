@@ -23,6 +23,7 @@ import (
 	edgecfg "github.com/tether-edge/tether/pkg/apis/componentconfig/edgecore/v1alpha2"
 	"github.com/tether-edge/tether/pkg/beehive"
 	"github.com/tether-edge/tether/pkg/modules"
+	"github.com/tether-edge/tether/pkg/security/nodeauthz"
 )
 
 // FreePort returns a loopback TCP port that was free a moment ago.
@@ -43,6 +44,8 @@ type Cloud struct {
 	Bus    *beehive.Bus
 	// Upstream records what reaches the edgecontroller group.
 	Upstream *Recorder
+	// Authorizer is cloudcore's node authorizer, for tests that wait until it sees what they created.
+	Authorizer *nodeauthz.Authorizer
 
 	cancel context.CancelFunc
 	done   chan error
@@ -77,6 +80,7 @@ func StartCloud(t testing.TB, cfg *cloudcfg.CloudCore, opts ...cloudapp.Option) 
 	var once sync.Once
 	opts = append([]cloudapp.Option{
 		cloudapp.WithSyncPeriod(500 * time.Millisecond),
+		cloudapp.WithAuthorizer(func(a *nodeauthz.Authorizer) { c.Authorizer = a }),
 		cloudapp.WithModules(func(b *beehive.Bus) []beehive.Module {
 			c.Bus = b
 			c.Upstream = NewRecorder(b, "test-upstream-recorder", modules.EdgeController)

@@ -101,7 +101,24 @@ func (l *linkEnv) createConfigMap(t *testing.T, name, value string) *corev1.Conf
 	if err := l.cp.Client.Create(context.Background(), cm); err != nil {
 		t.Fatal(err)
 	}
+	l.useOnNode(t, cm.Name)
 	return cm
+}
+
+// useOnNode binds a pod using ConfigMap name to the node: cloudcore sends a node only what its pods use. The node
+// is not an edge node here, so EdgeController leaves the pod alone and the test plays EdgeController.
+func (l *linkEnv) useOnNode(t *testing.T, name string) {
+	t.Helper()
+	p := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: "default", Name: "uses-" + name},
+		Spec: corev1.PodSpec{NodeName: node, Containers: []corev1.Container{{Name: "c", Image: "tether/testapp:v1"}},
+			Volumes: []corev1.Volume{{Name: "v", VolumeSource: corev1.VolumeSource{
+				ConfigMap: &corev1.ConfigMapVolumeSource{LocalObjectReference: corev1.LocalObjectReference{Name: name}}}}}}}
+	if err := l.cp.Client.Create(context.Background(), p); err != nil {
+		t.Fatal(err)
+	}
+	framework.Eventually(t, 10*time.Second, "cloudcore to see pod "+p.Name, func() bool {
+		return l.cloud.Authorizer.MayHold(node, "configmap", "default", name) == nil
+	})
 }
 
 func (l *linkEnv) updateConfigMap(t *testing.T, cm *corev1.ConfigMap, value string) {

@@ -175,6 +175,19 @@ func removeFiles(l paths.Layout, cfg *v1alpha2.EdgeCore, haveCfg bool) ([]string
 			errs = append(errs, fmt.Errorf("removing %s: %w", f, err))
 		}
 	}
+	// Pods whose runtime was already gone still have their tmpfs and subPath bind mounts; removing through a bind
+	// would delete the host directory behind it.
+	roots := []string{l.KubeletDir()}
+	if haveCfg {
+		roots = append(roots, cfg.Modules.Edged.RootDirectory)
+	}
+	for _, r := range roots {
+		if r != "" && exists(r) {
+			if err := kuberuntime.UnmountAll(r); err != nil {
+				return removed, fmt.Errorf("unmounting pod volumes under %s before removing it: %w", r, err)
+			}
+		}
+	}
 	for _, d := range []string{l.KubeletDir(), l.PodLogsDir()} {
 		if !exists(d) {
 			continue

@@ -31,6 +31,10 @@ type Type struct {
 	// implement. They are dropped before strict decoding so that a KubeEdge
 	// file loads unchanged, while any other unknown key still fails as a typo.
 	Accepted []string
+	// FailClosed lists dotted paths of KubeEdge security settings Tether does
+	// not implement. A file that turns one on is refused: the operator asked
+	// for a protection that would not be there.
+	FailClosed []string
 }
 
 // Object is a config that can check itself after decoding.
@@ -105,6 +109,11 @@ func Decode(data []byte, obj any, t Type) (ignored map[string]any, err error) {
 		return nil, errs.ToAggregate()
 	}
 	dropNulls(root)
+	for _, p := range t.FailClosed {
+		if v, ok := lookup(root, strings.Split(p, ".")); ok && enabled(v) {
+			return nil, fmt.Errorf("%s: security setting is turned on, but Tether does not implement it; remove it or set it to false", p)
+		}
+	}
 	ignored = map[string]any{}
 	for _, p := range t.Accepted {
 		if v, ok := drop(root, strings.Split(p, ".")); ok {
@@ -127,6 +136,42 @@ func Decode(data []byte, obj any, t Type) (ignored map[string]any, err error) {
 		return nil, errors.New(strings.Join(msgs, ", "))
 	}
 	return ignored, nil
+}
+
+// lookup returns the value at path without changing m.
+func lookup(m map[string]any, path []string) (any, bool) {
+	for i, k := range path {
+		v, ok := m[k]
+		if !ok {
+			return nil, false
+		}
+		if i == len(path)-1 {
+			return v, true
+		}
+		if m, ok = v.(map[string]any); !ok {
+			return nil, false
+		}
+	}
+	return nil, false
+}
+
+// enabled reports whether a decoded YAML value asks for something: anything but false, zero, "" and empty.
+func enabled(v any) bool {
+	switch x := v.(type) {
+	case nil:
+		return false
+	case bool:
+		return x
+	case string:
+		return x != ""
+	case json.Number:
+		return x.String() != "0"
+	case []any:
+		return len(x) > 0
+	case map[string]any:
+		return len(x) > 0
+	}
+	return true
 }
 
 func checkType(root map[string]any, t Type) field.ErrorList {

@@ -52,7 +52,7 @@ func NewDefaultCloudCore() *CloudCore {
 				WriteTimeout:            30,
 				AdvertiseAddress:        []string{cfgutil.HostIP()},
 				DNSNames:                []string{},
-				EdgeCertSigningDuration: 365,
+				EdgeCertSigningDuration: 30,
 				TokenRefreshDuration:    12,
 				WebSocket:               &CloudHubWebSocket{Enable: true, Address: "0.0.0.0", Port: DefaultWebSocketPort},
 				Quic:                    &CloudHubQUIC{Enable: false, Address: "0.0.0.0", Port: DefaultQUICPort, MaxIncomingStreams: 10000},
@@ -137,7 +137,6 @@ func NewMinCloudCore() *CloudCore {
 // are logged and otherwise ignored.
 func acceptedKubeEdgeFields() []string {
 	return []string{
-		"modules.cloudHub.authorization",
 		"modules.cloudStream",
 		"modules.dynamicController",
 		"modules.imagePrePullController",

@@ -95,6 +95,29 @@ type CloudHub struct {
 	Quic                 *CloudHubQUIC       `json:"quic,omitempty"`
 	HTTPS                *CloudHubHTTPS      `json:"https,omitempty"`
 	UnixSocket           *CloudHubUnixSocket `json:"unixsocket,omitempty"`
+	// Authorization is KubeEdge's switch for checking what edge nodes ask for. Tether always runs its node
+	// authorizer (docs/security.md), so enable: false does not turn it off; the node mode is the only one it
+	// implements, and any other mode refuses to start rather than be silently ignored.
+	Authorization *CloudHubAuthorization `json:"authorization,omitempty"`
+}
+
+// CloudHubAuthorization is KubeEdge's cloudHub.authorization section.
+type CloudHubAuthorization struct {
+	Enable bool `json:"enable"`
+	// Debug is KubeEdge's audit-only mode (log refusals, allow the request). Tether never lets a refused request
+	// through, so it only keeps the value for round trips.
+	Debug bool                `json:"debug"`
+	Modes []AuthorizationMode `json:"modes,omitempty"`
+}
+
+// AuthorizationMode is one entry of authorization.modes; exactly one member is set.
+type AuthorizationMode struct {
+	Node *NodeAuthorization `json:"node,omitempty"`
+}
+
+// NodeAuthorization is the node mode: edge nodes act only on what is bound to them.
+type NodeAuthorization struct {
+	Enable bool `json:"enable"`
 }
 
 // CloudHubWebSocket is the wss listener edge nodes connect to.

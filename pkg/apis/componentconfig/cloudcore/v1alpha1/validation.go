@@ -127,6 +127,8 @@ func (h *CloudHub) validate(p *field.Path) field.ErrorList {
 		}
 	}
 
+	errs = append(errs, h.Authorization.validate(p.Child("authorization"))...)
+
 	if h.WebSocket == nil || h.Quic == nil || h.HTTPS == nil || h.UnixSocket == nil {
 		errs = append(errs, cfgutil.Required(p.Child("websocket"), h.WebSocket)...)
 		errs = append(errs, cfgutil.Required(p.Child("quic"), h.Quic)...)
@@ -157,6 +159,21 @@ func (h *CloudHub) validate(p *field.Path) field.ErrorList {
 	}
 	if u := h.UnixSocket; u.Enable {
 		errs = append(errs, cfgutil.UnixSocket(p.Child("unixsocket", "address"), u.Address)...)
+	}
+	return errs
+}
+
+// validate fails closed: a mode Tether does not implement must not be mistaken for protection.
+func (a *CloudHubAuthorization) validate(p *field.Path) field.ErrorList {
+	if a == nil {
+		return nil
+	}
+	var errs field.ErrorList
+	for i, m := range a.Modes {
+		if m.Node == nil {
+			errs = append(errs, field.Invalid(p.Child("modes").Index(i), "{}",
+				"only the node mode is implemented (Tether's node authorizer, always on); remove this entry"))
+		}
 	}
 	return errs
 }

@@ -133,6 +133,15 @@ func NewMinEdgeCore() *EdgeCore {
 	}
 }
 
+// failClosedKubeEdgeFields are KubeEdge security settings Tether does not implement: turned on, they refuse the file
+// instead of being ignored with the rest.
+func failClosedKubeEdgeFields() []string {
+	return []string{
+		// The kubelet refuses to start when kernel tunables differ from its defaults; Edged does not check them.
+		"modules.edged.tailoredKubeletConfig.protectKernelDefaults",
+	}
+}
+
 // acceptedKubeEdgeFields are KubeEdge settings Tether does not implement.
 // Files containing them load (so KubeEdge configs work unchanged); the keys
 // are logged and otherwise ignored.

@@ -13,6 +13,7 @@ func Load(path string) (*EdgeCore, error) {
 		APIVersion: APIVersion,
 		Kind:       Kind,
 		Accepted:   acceptedKubeEdgeFields(),
+		FailClosed: failClosedKubeEdgeFields(),
 	})
 	if err != nil {
 		return nil, err
