@@ -69,21 +69,30 @@ func (c *wireClient) read() {
 		c.notify = make(chan struct{})
 		c.mu.Unlock()
 		// ACK everything, replies with objects included, as EdgeHub does; CloudHub ignores ACKs it did not ask for.
-		c.send(model.NewRespByMessage(&m, "OK"))
+		// A failed ACK means the connection is closing, which ends this loop at the next read.
+		_ = c.write(model.NewRespByMessage(&m, "OK"))
 	}
 }
 
+// send writes m for the test; call it from the test's goroutine only.
 func (c *wireClient) send(m *model.Message) {
+	c.t.Helper()
+	if err := c.write(m); err != nil {
+		c.t.Fatal(err)
+	}
+}
+
+func (c *wireClient) write(m *model.Message) error {
 	c.writeMu.Lock()
 	defer c.writeMu.Unlock()
 	data, err := json.Marshal(m)
 	if err != nil {
-		c.t.Errorf("encoding %s: %v", m.String(), err)
-		return
+		return fmt.Errorf("encoding %s: %w", m.String(), err)
 	}
 	if err := c.conn.WriteMessage(websocket.TextMessage, data); err != nil {
-		c.t.Errorf("writing %s: %v", m.String(), err)
+		return fmt.Errorf("writing %s: %w", m.String(), err)
 	}
+	return nil
 }
 
 // request sends one message as edged does and returns the cloud's reply.
