@@ -2,6 +2,7 @@ package cloudhub
 
 import (
 	"bytes"
+	"encoding/json"
 	"context"
 	"errors"
 	"flag"
@@ -225,6 +226,37 @@ func TestResendThenRequeue(t *testing.T) {
 	if v := metricValue(t, e.hub.metrics.acked); v != 2 {
 		t.Errorf("acked = %v, want 2", v)
 	}
+}
+
+// TestUnackedReplyDropped: a reply to an edge query that the edge never ACKs (its asker gave up) is written
+// AckAttempts times and then dropped, not requeued: it must not hold the node's delivery slot again and again.
+func TestUnackedReplyDropped(t *testing.T) {
+	e := newEnv(t, envConfig{opts: func(o *Options) {
+		o.AckTimeout = 40 * time.Millisecond
+		o.AckAttempts = 2
+		o.RequeueBaseDelay = 50 * time.Millisecond
+	}})
+	c := e.connect("edge-1")
+	reply := model.NewMessage("query-1").BuildRouter(modules.EdgeController, model.GroupResource,
+		"node/edge-1/default/configmap/cfg", model.ResponseOperation).
+		FillBody(json.RawMessage(`{"metadata":{"name":"cfg","namespace":"default","uid":"uid-cfg","resourceVersion":"7"}}`))
+	reply.SetResourceVersion("7")
+	next := podMsg("edge-1", "b", "uid-b", "1", model.InsertOperation)
+	e.toCloudhub(reply)
+	e.toCloudhub(next)
+	for i := range 2 {
+		if got := c.recv(); got.Header.ID != reply.Header.ID {
+			t.Fatalf("write %d: got %s, want the reply", i+1, got.String())
+		}
+	}
+	got := c.recv()
+	if got.Header.ID != next.Header.ID {
+		t.Fatalf("got %s, want the next message after the reply was given up", got.String())
+	}
+	c.ack(&got)
+	e.expectAck(next.Header.ID)
+	e.eventually("reply dropped", func() bool { return e.dropped(reasonUnackedReply) == 1 })
+	e.waitQueued(0, 0)
 }
 
 func TestStaleAgainstObjectSync(t *testing.T) {

@@ -21,6 +21,7 @@ const (
 	reasonMalformed     = "malformed"
 	reasonOversized     = "oversized"
 	reasonUnauthorized  = "unauthorized" // the node's pods do not reference the object (node authorizer)
+	reasonUnackedReply  = "unacked_reply" // a reply to an edge query never ACKed: its asker gave up
 )
 
 type metrics struct {

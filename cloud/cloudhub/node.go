@@ -197,6 +197,20 @@ func (n *node) promoteDue(now time.Time) {
 	n.backoff = keep
 }
 
+// release frees the delivery slot of in, ACKed or given up: a newer message
+// for the same object, if one came meanwhile, goes next. Caller holds mu.
+func (n *node) release(in *inflight) {
+	n.inflight = nil
+	if it := n.items[in.key]; it != nil {
+		if it.pending != nil {
+			it.state = stateReady
+			n.ready = append(n.ready, in.key)
+		} else {
+			delete(n.items, in.key)
+		}
+	}
+}
+
 // popReady takes the next message to send. Caller holds mu.
 func (n *node) popReady() *inflight {
 	for len(n.ready) > 0 {
@@ -302,15 +316,7 @@ func (h *CloudHub) finishAck(ctx context.Context, n *node) {
 		klog.ErrorS(err, "Cannot record ACK in ObjectSync", "node", n.id, "msg", in.qm.msg.String())
 	}
 	n.mu.Lock()
-	n.inflight = nil
-	if it := n.items[in.key]; it != nil {
-		if it.pending != nil {
-			it.state = stateReady
-			n.ready = append(n.ready, in.key)
-		} else {
-			delete(n.items, in.key)
-		}
-	}
+	n.release(in)
 	n.mu.Unlock()
 	h.limiter.Forget(n.id + "/" + in.key)
 	klog.V(4).InfoS("Message ACKed", "node", n.id, "msg", in.qm.msg.String(), "attempts", in.attempts)
@@ -361,7 +367,14 @@ func (h *CloudHub) sendAck(n *node, s *session) {
 		in.deadline = now.Add(h.opts.AckTimeout)
 		msg, resend = in.qm.msg, true
 	default:
-		if in != nil {
+		if in != nil && in.qm.resp {
+			// A reply answers one request; once the edge has stopped waiting for it, resending it forever would
+			// only hold the node's delivery slot. What the node needs keeps coming as ordinary object messages.
+			n.release(in)
+			h.limiter.Forget(n.id + "/" + in.key)
+			h.metrics.dropped.WithLabelValues(reasonUnackedReply).Inc()
+			klog.InfoS("No ACK from edge node for a reply, dropping it", "node", n.id, "msg", in.qm.msg.String(), "attempts", in.attempts)
+		} else if in != nil {
 			delay := h.limiter.When(n.id + "/" + in.key)
 			n.requeue(in, now.Add(delay))
 			klog.InfoS("No ACK from edge node, requeueing the message", "node", n.id, "msg", in.qm.msg.String(),

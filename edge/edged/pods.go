@@ -129,6 +129,12 @@ func (pm *podManager) relist(ctx context.Context) (int, error) {
 // handle applies one message from MetaManager.
 func (pm *podManager) handle(ctx context.Context, msg model.Message) error {
 	op := msg.Router.Operation
+	if op == model.ResponseOperation || op == model.ResponseErrorOperation {
+		// A cloud reply whose asker gave up, passed on by MetaManager after storing it; the object is in the
+		// database for the next query.
+		klog.V(4).InfoS("Ignoring late reply", "msgID", msg.Header.ID, "resource", msg.Router.Resource)
+		return nil
+	}
 	res, err := resource.ParseEdge(msg.Router.Resource, op)
 	if err != nil {
 		return fmt.Errorf("message %s: %w", msg.Header.ID, err)

@@ -179,7 +179,11 @@ func (s *session) handle(ctx context.Context, msg model.Message) error {
 	case model.GroupResource, model.GroupFunc:
 		if hasParent {
 			err = h.bus.SendResp(msg)
-		} else {
+		}
+		if !hasParent || errors.Is(err, beehive.ErrNoWaiter) {
+			// A reply whose asker gave up still carries an object the cloud
+			// wants ACKed: MetaManager stores it and ACKs it, so the cloud
+			// does not resend it while the node's other messages wait.
 			err = h.bus.SendToGroup(ctx, modules.MetaGroup, msg)
 		}
 	case model.GroupTwin:

@@ -267,7 +267,7 @@ func (b *Bus) SendResp(resp model.Message) error {
 	}
 	b.waitMu.Unlock()
 	if !ok {
-		klog.InfoS("Dropping response: no sender is waiting for it",
+		klog.V(2).InfoS("No sender is waiting for response",
 			"parentID", pid, "msgID", resp.Header.ID, "source", resp.Router.Source, "resource", resp.Router.Resource)
 		return fmt.Errorf("send response %s for parent %q: %w", resp.Header.ID, pid, ErrNoWaiter)
 	}

@@ -5,7 +5,9 @@ package perf
 import (
 	"context"
 	"fmt"
+	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -53,7 +55,7 @@ func TestPodStartupLatency(t *testing.T) {
 
 	var runs []startupRun
 	// A single pod first: warms caches (images, snapshots, the API server) and gives the unloaded baseline.
-	for i, n := range []int{1, 50, 20} {
+	for i, n := range batchSizes(t, []int{1, 50, 20}) {
 		time.Sleep(5 * time.Second) // let the previous deletions and status updates settle
 		proxy.Reset()
 		label := fmt.Sprintf("b%d-%d", i, n)
@@ -72,9 +74,11 @@ func TestPodStartupLatency(t *testing.T) {
 		t.Logf("%d pods: max CRI calls in flight: %v; CRI calls: %v", n, run.MaxInFlight, run.CRICalls)
 		t.Logf("%d pods: CPU over %.1f s: machine %.0f%% busy; CPU seconds by process: %v", n, run.CPU.WallSec,
 			run.CPU.BusyPercent, run.CPU.Seconds)
+		deleted := time.Now()
 		if err := e.deleteBatch(ctx, b, 3*time.Minute); err != nil {
 			t.Fatal(err)
 		}
+		t.Logf("%d pods deleted: gone from the API server and the runtime in %.1f s", n, time.Since(deleted).Seconds())
 	}
 
 	var sb strings.Builder
@@ -85,6 +89,23 @@ func TestPodStartupLatency(t *testing.T) {
 	t.Logf("pod startup latency, one edge node:\n%s", sb.String())
 	m.finish(began)
 	writeSummary(t, "pod-startup-latency", map[string]any{"machine": m, "runs": runs})
+}
+
+// batchSizes is PERF_BATCHES (comma-separated pod counts, e.g. "1,100") or def.
+func batchSizes(t *testing.T, def []int) []int {
+	v := os.Getenv("PERF_BATCHES")
+	if v == "" {
+		return def
+	}
+	var sizes []int
+	for _, f := range strings.Split(v, ",") {
+		n, err := strconv.Atoi(strings.TrimSpace(f))
+		if err != nil || n <= 0 {
+			t.Fatalf("PERF_BATCHES=%q: %q is not a positive pod count", v, f)
+		}
+		sizes = append(sizes, n)
+	}
+	return sizes
 }
 
 func analyseStartup(b *batch, calls []criCall) startupRun {
