@@ -20,7 +20,7 @@ const (
 	reasonNoRoute       = "no_route"
 	reasonMalformed     = "malformed"
 	reasonOversized     = "oversized"
-	reasonUnauthorized  = "unauthorized" // the node's pods do not reference the object (node authorizer)
+	reasonUnauthorized  = "unauthorized"  // the node's pods do not reference the object (node authorizer)
 	reasonUnackedReply  = "unacked_reply" // a reply to an edge query never ACKed: its asker gave up
 )
 
