@@ -75,11 +75,13 @@ func Run(ctx context.Context, cfg *v1alpha1.CloudCore, opts ...Option) error {
 	}
 	// The cache serves the controllers' reads; CloudHub writes ObjectSyncs and must read its own writes, so it
 	// gets a direct client.
-	objCache, err := cache.New(rc, cache.Options{Scheme: scheme})
+	// Protobuf for built-in types only: our CRDs have no protobuf encoding.
+	crdRC := crdRestConfig(rc)
+	objCache, err := cache.New(crdRC, cache.Options{Scheme: scheme})
 	if err != nil {
 		return fmt.Errorf("creating informer cache: %w", err)
 	}
-	direct, err := client.NewWithWatch(rc, client.Options{Scheme: scheme})
+	direct, err := client.NewWithWatch(crdRC, client.Options{Scheme: scheme})
 	if err != nil {
 		return fmt.Errorf("creating API client: %w", err)
 	}

@@ -55,7 +55,6 @@ type Cloud struct {
 func NewCloudConfig(t testing.TB, cp *ControlPlane, dir string) *cloudcfg.CloudCore {
 	cfg := cloudcfg.NewDefaultCloudCore()
 	cfg.KubeAPIConfig.KubeConfig = cp.Kubeconfig
-	cfg.KubeAPIConfig.ContentType = "application/json"
 	cfg.CommonConfig.MonitorServer.BindAddress = ""
 	hub := cfg.Modules.CloudHub
 	hub.AdvertiseAddress = []string{"127.0.0.1"}
