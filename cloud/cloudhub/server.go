@@ -83,7 +83,7 @@ func (h *CloudHub) handler(ctx context.Context) http.Handler {
 		// are freed: this is what most of a connection's memory would be.
 		go func() {
 			defer h.sessions.Done()
-			s.readLoop(ctx)
+			s.safeReadLoop(ctx)
 			h.unregister(ctx, s)
 		}()
 	})

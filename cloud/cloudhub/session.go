@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"runtime/debug"
 	"sync"
 	"time"
 
@@ -45,6 +46,19 @@ type session struct {
 // readLoop handles frames until the connection fails or is closed.
 // Keepalive is a read deadline pushed forward by each keepalive message, so
 // a silent node costs no timer goroutine.
+// safeReadLoop is readLoop with a panic (a bug handling one node's message) costing that node its session, not
+// cloudcore every node's.
+func (s *session) safeReadLoop(ctx context.Context) {
+	defer func() {
+		if r := recover(); r != nil {
+			klog.ErrorS(nil, "Recovered panic reading from edge node; closing its session", "node", s.nodeID,
+				"panic", r, "stack", string(debug.Stack()))
+			s.close("internal error", websocket.CloseInternalServerErr)
+		}
+	}()
+	s.readLoop(ctx)
+}
+
 func (s *session) readLoop(ctx context.Context) {
 	h := s.hub
 	s.extendKeepalive()

@@ -125,9 +125,11 @@ func (b *Bus) Register(m Module) error {
 	return nil
 }
 
-// Run starts every enabled module, blocks until ctx is done, then stops the
-// bus and waits for all module goroutines to return. It can be called once.
-func (b *Bus) Run(ctx context.Context) error {
+// Run starts every enabled module, blocks until ctx is done or a module has
+// failed for good, then stops the bus and waits for all module goroutines to
+// return. It returns the failure (wrapping ErrModuleFailed), or nil. It can be
+// called once.
+func (b *Bus) Run(parent context.Context) error {
 	b.mu.Lock()
 	if b.started {
 		b.mu.Unlock()
@@ -144,15 +146,23 @@ func (b *Bus) Run(ctx context.Context) error {
 	}
 	b.mu.Unlock()
 
+	ctx, cancel := context.WithCancelCause(parent)
+	defer cancel(nil)
 	exited := make(chan string, len(mods))
 	for _, m := range mods {
 		go func() {
 			defer func() { exited <- m.Name() }()
-			supervise(ctx, m)
+			if err := supervise(ctx, m); err != nil {
+				cancel(err)
+			}
 		}()
 	}
 
 	<-ctx.Done()
+	failure := context.Cause(ctx)
+	if parent.Err() != nil || !errors.Is(failure, ErrModuleFailed) {
+		failure = nil
+	}
 	klog.InfoS("Stopping bus", "cause", context.Cause(ctx))
 	close(b.stopped)
 
@@ -182,7 +192,7 @@ func (b *Bus) Run(ctx context.Context) error {
 		}
 	}
 	klog.InfoS("Bus stopped")
-	return nil
+	return failure
 }
 
 // Send puts msg into module's mailbox, blocking while it is full.
@@ -233,6 +243,16 @@ func (b *Bus) Serve(ctx context.Context, module string, handle func(model.Messag
 			return fmt.Errorf("serving %s: %w", module, err)
 		}
 	}
+}
+
+// Pending is the number of messages waiting in module's mailbox, 0 for an unknown module. A module that can
+// handle several messages at once (one database commit for many) asks it whether more are coming.
+func (b *Bus) Pending(module string) int {
+	e, err := b.lookup(module)
+	if err != nil {
+		return 0
+	}
+	return len(e.mailbox)
 }
 
 // SendSync sets header.sync, sends msg to module and waits for the response

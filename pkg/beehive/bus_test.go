@@ -542,14 +542,18 @@ func TestRestartPolicy(t *testing.T) {
 			wantStarts: 10,
 		},
 		{
-			name:       "no policy runs once",
-			run:        func(int, context.CancelFunc) error { return errBoom },
-			wantStarts: 1,
+			name:        "a policy without a type runs once",
+			policy:      &RestartPolicy{},
+			run:         func(int, context.CancelFunc) error { return errBoom },
+			wantStarts:  1,
+			wantHandled: errBoom,
 		},
 		{
-			name:       "panic without policy runs once",
-			run:        func(int, context.CancelFunc) error { panic(errBoom) },
-			wantStarts: 1,
+			name:        "panic under a policy without a type runs once",
+			policy:      &RestartPolicy{},
+			run:         func(int, context.CancelFunc) error { panic(errBoom) },
+			wantStarts:  1,
+			wantHandled: ErrPanic,
 		},
 	}
 	for _, tt := range tests {
@@ -572,8 +576,11 @@ func TestRestartPolicy(t *testing.T) {
 				return tt.run(starts, cancel)
 			}}
 			// supervise returns once the module is done for good, so the
-			// counts below are final.
-			supervise(ctx, m)
+			// counts below are final; a failure for good is its result.
+			err := supervise(ctx, m)
+			if (err != nil) != (tt.wantHandled != nil) || (err != nil && !errors.Is(err, ErrModuleFailed)) {
+				t.Errorf("supervise = %v, want a failure for good: %v", err, tt.wantHandled != nil)
+			}
 			if starts != tt.wantStarts {
 				t.Errorf("Start called %d times, want %d", starts, tt.wantStarts)
 			}
@@ -605,7 +612,9 @@ func TestRestartBackoff(t *testing.T) {
 	}
 }
 
-func TestRunRecoversPanickingModule(t *testing.T) {
+// TestModuleFailingForGoodStopsTheBus: a module that still fails when its restarts are used up stops the bus,
+// so the process exits and its service manager restarts it, rather than running on without the module.
+func TestModuleFailingForGoodStopsTheBus(t *testing.T) {
 	gaveUp := make(chan error, 1)
 	var starts atomic.Int32
 	b := newBus(t, Options{},
@@ -618,21 +627,41 @@ func TestRunRecoversPanickingModule(t *testing.T) {
 		}},
 		&testModule{name: "healthy"},
 	)
-	runBus(t, b)
+	done := make(chan error, 1)
+	go func() { done <- b.Run(context.Background()) }()
 	select {
-	case err := <-gaveUp:
-		if !errors.Is(err, ErrPanic) {
-			t.Fatalf("ErrorHandler got %v, want ErrPanic", err)
+	case err := <-done:
+		if !errors.Is(err, ErrModuleFailed) || !errors.Is(err, ErrPanic) {
+			t.Fatalf("Run = %v, want ErrModuleFailed wrapping ErrPanic", err)
 		}
 	case <-time.After(testWait):
-		t.Fatal("crashy module was not given up on")
+		t.Fatal("Run did not return after a module failed for good")
+	}
+	if err := <-gaveUp; !errors.Is(err, ErrPanic) {
+		t.Fatalf("ErrorHandler got %v, want ErrPanic", err)
 	}
 	if n := starts.Load(); n != 2 {
 		t.Fatalf("crashy started %d times, want 2", n)
 	}
-	// The bus keeps serving the other modules.
-	if err := b.Send(context.Background(), "healthy", msg("still-up")); err != nil {
-		t.Fatalf("Send after a module crash: %v", err)
+}
+
+// TestDefaultPolicyRestartsAFailure: a module without a policy of its own is restarted after a failure.
+func TestDefaultPolicyRestartsAFailure(t *testing.T) {
+	var starts atomic.Int32
+	up := make(chan struct{})
+	b := newBus(t, Options{}, &testModule{name: "flaky", start: func(ctx context.Context) error {
+		if starts.Add(1) == 1 {
+			return errors.New("passing fault")
+		}
+		close(up)
+		<-ctx.Done()
+		return nil
+	}})
+	runBus(t, b)
+	select {
+	case <-up:
+	case <-time.After(testWait):
+		t.Fatal("flaky module was not restarted")
 	}
 }
 
@@ -690,4 +719,26 @@ func BenchmarkSendSyncRoundTrip(b *testing.B) {
 	b.StopTimer()
 	cancel()
 	<-done
+}
+
+func TestPending(t *testing.T) {
+	b := newBus(t, Options{}, &testModule{name: "sink"})
+	ctx := context.Background()
+	for i := range 3 {
+		if got := b.Pending("sink"); got != i {
+			t.Fatalf("Pending after %d sends = %d", i, got)
+		}
+		if err := b.Send(ctx, "sink", msg(fmt.Sprint(i))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := b.Receive(ctx, "sink"); err != nil {
+		t.Fatal(err)
+	}
+	if got := b.Pending("sink"); got != 2 {
+		t.Errorf("Pending after a receive = %d, want 2", got)
+	}
+	if got := b.Pending("nobody"); got != 0 {
+		t.Errorf("Pending of an unknown module = %d, want 0", got)
+	}
 }

@@ -22,8 +22,8 @@ type Module interface {
 	Start(ctx context.Context) error
 }
 
-// Restartable is implemented by modules that want to be restarted when
-// Start returns. A nil policy means no restarts.
+// Restartable is implemented by modules that choose how they are restarted
+// when Start returns. Modules without one get DefaultRestartPolicy.
 type Restartable interface {
 	RestartPolicy() *RestartPolicy
 }
@@ -43,6 +43,18 @@ const (
 	DefaultRestartInterval      = time.Second
 	DefaultRestartIntervalLimit = 30 * time.Second
 )
+
+// DefaultRestartPolicy applies to modules that do not choose one: a failure
+// or panic is retried with back-off (1, 2, 4, 8, 16 s), which covers a
+// passing fault; a module that still fails has a lasting one, and the bus
+// stops so that the process exits and its service manager restarts it whole,
+// rather than running on without the module.
+func DefaultRestartPolicy() *RestartPolicy {
+	return &RestartPolicy{Type: RestartOnFailure, Retries: 5, Interval: time.Second, GrowthRate: 2}
+}
+
+// ErrModuleFailed is wrapped by Run's error when a module failed for good.
+var ErrModuleFailed = errors.New("beehive: module failed for good")
 
 // RestartPolicy controls how a module is restarted.
 type RestartPolicy struct {
@@ -65,14 +77,14 @@ type RestartPolicy struct {
 var ErrPanic = errors.New("beehive: module panicked")
 
 // supervise runs m until it ends for good or ctx is done, applying its
-// restart policy.
-func supervise(ctx context.Context, m Module) {
+// restart policy. It returns the error that ended m for good (its last
+// failure once no restart is left), or nil.
+func supervise(ctx context.Context, m Module) error {
 	name := m.Name()
-	var policy RestartPolicy
-	hasPolicy := false
+	policy := *DefaultRestartPolicy()
 	if r, ok := m.(Restartable); ok {
 		if p := r.RestartPolicy(); p != nil {
-			policy, hasPolicy = *p, true
+			policy = *p
 		}
 	}
 	if policy.Interval <= 0 {
@@ -88,7 +100,7 @@ func supervise(ctx context.Context, m Module) {
 		err := runOnce(ctx, m)
 		if ctx.Err() != nil {
 			klog.InfoS("Module stopped", "module", name, "err", err)
-			return
+			return nil
 		}
 		if err != nil {
 			klog.ErrorS(err, "Module failed", "module", name, "restarts", restarts)
@@ -96,23 +108,26 @@ func supervise(ctx context.Context, m Module) {
 			klog.InfoS("Module exited", "module", name, "restarts", restarts)
 		}
 
-		restart := hasPolicy && (policy.Type == RestartAlways || (policy.Type == RestartOnFailure && err != nil))
+		restart := policy.Type == RestartAlways || (policy.Type == RestartOnFailure && err != nil)
 		if restart && policy.Retries > 0 && restarts >= policy.Retries {
 			klog.InfoS("Module restart retries exhausted", "module", name, "retries", policy.Retries)
 			restart = false
 		}
 		if !restart {
-			if err != nil && policy.ErrorHandler != nil {
+			if err == nil {
+				return nil
+			}
+			if policy.ErrorHandler != nil {
 				policy.ErrorHandler(name, err)
 			}
-			return
+			return fmt.Errorf("%w: %q after %d restarts: %w", ErrModuleFailed, name, restarts, err)
 		}
 
 		t := time.NewTimer(interval)
 		select {
 		case <-ctx.Done():
 			t.Stop()
-			return
+			return nil
 		case <-t.C:
 		}
 		if policy.GrowthRate > 1 {
