@@ -72,6 +72,10 @@ type DeviceTwin struct {
 	// connected is the link state last announced by EdgeHub. It outlives
 	// Start, so a restarted module does not wait for the next event.
 	connected atomic.Bool
+
+	// committed, if set, learns the size of each batch of reports committed
+	// together (tests).
+	committed func(reports int)
 }
 
 // New returns DeviceTwin for bus, keeping its tables in the SQLite file
@@ -112,6 +116,9 @@ func (d *DeviceTwin) RestartPolicy() *beehive.RestartPolicy {
 	return &beehive.RestartPolicy{Type: beehive.RestartOnFailure, GrowthRate: 2}
 }
 
+// maxBatch bounds the mapper reports one commit carries (see run.batch).
+const maxBatch = 64
+
 // run is the state of one Start: the database, the cache loaded from it,
 // and the outbox. Only Start's goroutine touches devices.
 type run struct {
@@ -119,6 +126,21 @@ type run struct {
 	db      *sql.DB
 	devices map[string]*device
 	outbox  *outbox
+
+	// Group commit. Every commit is durable (an fsync; see pkg/sqlitedb), and
+	// mappers publish reports without waiting for answers, so consecutive
+	// twin/update reports share one transaction: each report runs in a
+	// savepoint of batch, updates the cache and the outbox at once (later
+	// reports build on it), and its MQTT answers wait in deferred until the
+	// commit, which comes when no message is waiting, after maxBatch
+	// reports, or before any other message. batching is set while a report is
+	// handled.
+	batch    *sql.Tx
+	batching bool
+	deferred []func()
+	// failed answer the batched reports with an error if the commit fails.
+	failed  []func(error)
+	batched int
 }
 
 // Start opens the database, loads the cache, then processes messages one
@@ -153,7 +175,110 @@ func (d *DeviceTwin) Start(ctx context.Context) error {
 	}()
 	ob.signal()
 
-	return d.bus.Serve(ctx, d.Name(), func(msg model.Message) { r.handle(ctx, msg) })
+	return r.serve(ctx)
+}
+
+// serve is bus.Serve with group commit of mapper reports (see run.batch).
+func (r *run) serve(ctx context.Context) error {
+	// What the cache and the outbox already show must be committed, even at shutdown.
+	defer func() {
+		if err := r.commitBatch(); err != nil {
+			klog.ErrorS(err, "Cannot store twin updates at shutdown")
+		}
+	}()
+	for {
+		msg, err := r.bus.Receive(ctx, r.Name())
+		switch {
+		case err == nil:
+		case ctx.Err() != nil, errors.Is(err, beehive.ErrStopped):
+			return nil
+		default:
+			return fmt.Errorf("serving %s: %w", r.Name(), err)
+		}
+		r.batching = isTwinUpdate(msg)
+		if !r.batching {
+			if err := r.commitBatch(); err != nil {
+				return err
+			}
+		}
+		r.handle(ctx, msg)
+		r.batching = false
+		if r.batch != nil && (r.batched >= maxBatch || r.bus.Pending(r.Name()) == 0) {
+			if err := r.commitBatch(); err != nil {
+				return err
+			}
+		}
+	}
+}
+
+// isTwinUpdate reports whether msg is a mapper's or app's twin/update.
+func isTwinUpdate(msg model.Message) bool {
+	topic, ok := mqttTopic(msg.Router.Resource)
+	return ok && strings.HasPrefix(topic, deviceTopicPrefix) && strings.HasSuffix(topic, suffixTwinUpdate)
+}
+
+// commitBatch commits the open batch, then sends the answers it held back.
+// If the commit fails, the batched reports are answered with the error and
+// the error is returned: the cache and the outbox show the lost reports, so
+// the module must restart and reload them from the database.
+func (r *run) commitBatch() error {
+	if r.batch == nil {
+		return nil
+	}
+	tx, deferred, failed, n := r.batch, r.deferred, r.failed, r.batched
+	r.batch, r.deferred, r.failed, r.batched = nil, nil, nil, 0
+	if r.committed != nil {
+		r.committed(n)
+	}
+	if err := tx.Commit(); err != nil {
+		err = fmt.Errorf("commit %d twin reports: %w", len(failed), err)
+		for _, f := range failed {
+			f(err)
+		}
+		return err
+	}
+	for _, f := range deferred {
+		f()
+	}
+	return nil
+}
+
+// inBatch runs fn in a savepoint of the open batch (opening one), so a
+// report that fails leaves the others of the batch alone.
+func (r *run) inBatch(ctx context.Context, fn func(*sql.Tx) error) (err error) {
+	if r.batch == nil {
+		// Not tied to ctx: database/sql would roll it back on cancellation,
+		// after the cache had been updated.
+		tx, err := r.db.BeginTx(context.WithoutCancel(ctx), nil)
+		if err != nil {
+			return fmt.Errorf("begin transaction: %w", err)
+		}
+		r.batch = tx
+	}
+	bctx := context.WithoutCancel(ctx)
+	if _, err := r.batch.ExecContext(bctx, `SAVEPOINT report`); err != nil {
+		return fmt.Errorf("savepoint: %w", err)
+	}
+	ok := false
+	defer func() {
+		if !ok {
+			// Also on a panic: the report's writes must not be committed with the others.
+			_, rbErr := r.batch.ExecContext(bctx, `ROLLBACK TO report`)
+			_, relErr := r.batch.ExecContext(bctx, `RELEASE report`)
+			if e := errors.Join(rbErr, relErr); e != nil {
+				err = errors.Join(err, e)
+			}
+		}
+	}()
+	if err := fn(r.batch); err != nil {
+		return err
+	}
+	if _, err := r.batch.ExecContext(bctx, `RELEASE report`); err != nil {
+		return fmt.Errorf("release savepoint: %w", err)
+	}
+	ok = true
+	r.batched++
+	return nil
 }
 
 // handle turns a panic into a log line: one bad message must not stop the
@@ -314,6 +439,15 @@ func (r *run) publish(ctx context.Context, topic string, v any) {
 		klog.ErrorS(err, "Cannot encode MQTT payload", "topic", topic)
 		return
 	}
+	if r.batch != nil {
+		// After the reports before it are committed, and in order.
+		r.deferred = append(r.deferred, func() { r.send(ctx, topic, data) })
+		return
+	}
+	r.send(ctx, topic, data)
+}
+
+func (r *run) send(ctx context.Context, topic string, data []byte) {
 	msg := model.NewMessage("").
 		BuildRouter(modules.DeviceTwin, modules.BusGroup, topic, model.PublishOperation).
 		FillBody(string(data))
@@ -324,6 +458,13 @@ func (r *run) publish(ctx context.Context, topic string, v any) {
 	default:
 		klog.ErrorS(err, "Cannot publish", "topic", topic)
 	}
+}
+
+// errorPayload is the JSON of an error answer.
+func errorPayload(eventID string, code int, err error) []byte {
+	data, _ := json.Marshal(ErrorResult{BaseMessage: twin.BaseMessage{EventID: eventID, Timestamp: nowMs()},
+		Code: code, Reason: err.Error()})
+	return data
 }
 
 func (r *run) publishError(ctx context.Context, topic, eventID string, code int, err error) {
@@ -361,6 +502,11 @@ func (r *run) twinUpdate(ctx context.Context, id string, payload []byte) {
 		r.publishError(ctx, topic, req.EventID, CodeInternal, err)
 		return
 	}
+	if r.batch != nil {
+		r.failed = append(r.failed, func(err error) {
+			r.send(ctx, topic, errorPayload(req.EventID, CodeInternal, err))
+		})
+	}
 	r.publish(ctx, topic, twin.DeviceTwinUpdate{BaseMessage: twin.BaseMessage{EventID: req.EventID, Timestamp: nowMs()}, Twin: out.result})
 	r.publishChanges(ctx, dev, req.EventID, out)
 }
@@ -394,14 +540,22 @@ func (r *run) cloudSync(ctx context.Context, id string, payload []byte) {
 // updates the cache.
 func (r *run) saveTwins(ctx context.Context, dev *device, out *twinOutcome) error {
 	entries := r.outbox.prepareTwins(dev.ID, out.toCloud)
-	err := withTx(ctx, r.db, func(tx *sql.Tx) error {
+	write := func(tx *sql.Tx) error {
 		for _, k := range slices.Sorted(maps.Keys(out.changed)) {
 			if err := writeTwin(ctx, tx, dev.ID, k, out.changed[k], out.inserted[k]); err != nil {
 				return err
 			}
 		}
 		return r.outbox.write(ctx, tx, entries)
-	})
+	}
+	var err error
+	if r.batching {
+		// Committed with the batch; the outbox may send the entries before that, which at worst tells the cloud
+		// a value the edge then loses in a power failure.
+		err = r.inBatch(ctx, write)
+	} else {
+		err = withTx(ctx, r.db, write)
+	}
 	if err != nil {
 		return fmt.Errorf("store twins of device %q: %w", dev.ID, err)
 	}

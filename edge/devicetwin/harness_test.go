@@ -52,7 +52,7 @@ func (r *recorder) Start(ctx context.Context) error {
 }
 
 type harness struct {
-	t        *testing.T
+	t        testing.TB
 	dbPath   string
 	bus      *beehive.Bus
 	dt       *DeviceTwin
@@ -66,7 +66,7 @@ type harness struct {
 // newHarness runs DeviceTwin on a real bus with the database at dbPath
 // (a fresh file when empty); configure may adjust the module before it
 // starts.
-func newHarness(t *testing.T, dbPath string, configure func(*DeviceTwin)) *harness {
+func newHarness(t testing.TB, dbPath string, configure func(*DeviceTwin)) *harness {
 	t.Helper()
 	if dbPath == "" {
 		dbPath = filepath.Join(t.TempDir(), "edgecore.db")
@@ -281,7 +281,7 @@ func counterMembership(cloudVersion int64) twin.MembershipUpdate {
 const counterRV = 12
 
 // withCounter returns a harness whose module knows the counter device.
-func withCounter(t *testing.T, dbPath string, configure func(*DeviceTwin)) *harness {
+func withCounter(t testing.TB, dbPath string, configure func(*DeviceTwin)) *harness {
 	t.Helper()
 	h := newHarness(t, dbPath, configure)
 	h.cloud("membership", counterMembership(counterRV))

@@ -1,6 +1,12 @@
 // Package sqlitedb opens edgecore's shared SQLite file. MetaManager, DeviceTwin, EventBus and ServiceBus each keep
 // their tables in the same file, so they must all open it the same way: WAL, the same busy timeout, one writer
 // connection each, and BEGIN IMMEDIATE — otherwise two writers can meet with `database is locked`.
+//
+// Every connection runs with synchronous=FULL: a commit returns only after the WAL is fsynced. The modules
+// answer (MetaManager ACKs to the cloud, DeviceTwin answers a mapper and retires a report) right after their
+// commit, and under WAL's usual synchronous=NORMAL a power loss can roll back a commit that was already answered
+// for. The pragma is per connection and go-sqlite3 sets NORMAL on every WAL connection unless told otherwise,
+// so it is in the parameters of every connection opened here, writers and readers alike.
 package sqlitedb
 
 import (
@@ -32,8 +38,26 @@ func DSN(abs string, params url.Values) string {
 // BusyTimeoutParam is the _busy_timeout value every connection to the shared file uses.
 func BusyTimeoutParam() string { return strconv.FormatInt(BusyTimeout.Milliseconds(), 10) }
 
+// Synchronous is the synchronous pragma of every connection, and SynchronousFull what PRAGMA synchronous
+// reports for it.
+const (
+	Synchronous     = "FULL"
+	SynchronousFull = 2
+)
+
+// ReaderParams are the connection parameters of a read-only pool on the file (a reader can still checkpoint
+// the WAL when it is the last connection to close, so it too gets the writers' durability settings).
+func ReaderParams() url.Values {
+	return url.Values{
+		"_busy_timeout": {BusyTimeoutParam()},
+		"_synchronous":  {Synchronous},
+		"_query_only":   {"1"},
+	}
+}
+
 // OpenWriter opens (creating its directory) the database at path with exactly one connection, the module's only
-// writer. extra adds connection parameters. It returns the absolute path too, for read-only pools on the file.
+// writer. extra adds connection parameters; it cannot change the journal mode, the synchronous setting or the
+// locking. It returns the absolute path too, for read-only pools on the file (see ReaderParams).
 func OpenWriter(path string, extra url.Values) (*sql.DB, string, error) {
 	abs, err := filepath.Abs(path)
 	if err != nil {
@@ -47,16 +71,23 @@ func OpenWriter(path string, extra url.Values) (*sql.DB, string, error) {
 	if err := createPrivate(abs); err != nil {
 		return nil, "", err
 	}
-	params := url.Values{
-		"_busy_timeout": {BusyTimeoutParam()},
-		"_journal_mode": {"WAL"},
-		"_synchronous":  {"NORMAL"},
-		// BEGIN IMMEDIATE takes the write lock up front, so a transaction never has to upgrade a read lock and
-		// fail with SQLITE_BUSY.
-		"_txlock": {"immediate"},
-	}
+	params := url.Values{}
 	for k, v := range extra {
 		params[k] = v
+	}
+	// go-sqlite3's short aliases would win over the full names.
+	params.Del("_sync")
+	params.Del("_journal")
+	for k, v := range map[string]string{
+		"_busy_timeout": BusyTimeoutParam(),
+		"_journal_mode": "WAL",
+		// Durable commits: see the package comment.
+		"_synchronous": Synchronous,
+		// BEGIN IMMEDIATE takes the write lock up front, so a transaction never has to upgrade a read lock and
+		// fail with SQLITE_BUSY.
+		"_txlock": "immediate",
+	} {
+		params[k] = []string{v}
 	}
 	db, err := sql.Open(Driver, DSN(abs, params))
 	if err != nil {

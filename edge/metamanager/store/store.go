@@ -85,10 +85,7 @@ func Open(ctx context.Context, path string) (*Store, error) {
 		_ = w.Close()
 		return nil, fmt.Errorf("open meta store %q: %w", path, err)
 	}
-	r, err := sql.Open(sqlitedb.Driver, sqlitedb.DSN(abs, url.Values{
-		"_busy_timeout": {sqlitedb.BusyTimeoutParam()},
-		"_query_only":   {"1"},
-	}))
+	r, err := sql.Open(sqlitedb.Driver, sqlitedb.DSN(abs, sqlitedb.ReaderParams()))
 	if err != nil {
 		_ = w.Close()
 		return nil, fmt.Errorf("open meta store %q: %w", path, err)

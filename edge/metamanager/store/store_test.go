@@ -271,7 +271,8 @@ func TestPragmas(t *testing.T) {
 	}{
 		{s.r, "journal_mode", "wal"},
 		{s.w, "journal_mode", "wal"},
-		{s.w, "synchronous", "1"}, // NORMAL
+		{s.w, "synchronous", "2"}, // FULL: commits that precede an ACK are durable
+		{s.r, "synchronous", "2"},
 		{s.w, "busy_timeout", "5000"},
 		{s.r, "busy_timeout", "5000"},
 		{s.w, "foreign_keys", "0"},
