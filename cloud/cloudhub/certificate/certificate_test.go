@@ -310,7 +310,13 @@ func TestPrepareErrors(t *testing.T) {
 		{
 			name: "CA key does not match",
 			setup: func(t *testing.T, cfg *v1alpha1.CloudHub, _ *fake.Clientset) {
-				writePair(t, cfg.TLSCAFile, cfg.TLSCAKeyFile, pair{ca.cert, srv.key})
+				// SavePair refuses a mismatched pair: write the other key over a good one.
+				writePair(t, cfg.TLSCAFile, cfg.TLSCAKeyFile, ca)
+				otherKey, err := certs.EncodeKeyPEM(srv.key)
+				if err != nil {
+					t.Fatal(err)
+				}
+				mustWrite(t, cfg.TLSCAKeyFile, otherKey)
 			},
 			wantErr:  "does not match",
 			noWrites: true,

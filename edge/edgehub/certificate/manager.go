@@ -138,6 +138,16 @@ func (m *Manager) Ensure(ctx context.Context) error {
 // away: CA, key and certificate readable, matching, for this node, in date
 // and signed by that CA.
 func (m *Manager) loadExisting() (*x509.Certificate, *x509.Certificate, *ecdsa.PrivateKey, error) {
+	// A switch to a new pair that a crash interrupted is finished first (certs.SavePair): otherwise the files
+	// could hold the key of one pair and the certificate of the other, and with the join token erased after
+	// bootstrap the node could never connect again.
+	recovered, err := certs.RecoverPair(m.cfg.CertFile, m.cfg.KeyFile)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	if recovered {
+		klog.InfoS("Finished switching to the node certificate a crash interrupted", "node", m.cfg.NodeName, "file", m.cfg.CertFile)
+	}
 	ca, err := certs.ReadCertFile(m.cfg.CAFile)
 	if err != nil {
 		return nil, nil, nil, err

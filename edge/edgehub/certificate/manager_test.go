@@ -303,3 +303,59 @@ func TestNewValidates(t *testing.T) {
 		t.Errorf("New with missing files: %v", err)
 	}
 }
+
+// A crash in the middle of a rotation (new key in place, certificate still the old one) must not cost the node
+// its credentials: with no token left, the next start finishes the switch and uses the new pair.
+func TestRestartAfterCrashMidRotation(t *testing.T) {
+	cloud := fakecloud.New(t)
+	cfg := testConfig(t, cloud)
+	if err := mustNew(t, cfg).Ensure(testCtx(t)); err != nil {
+		t.Fatalf("bootstrap: %v", err)
+	}
+	<-cloud.CertRequests
+	old, _, err := certs.LoadPair(cfg.CertFile, cfg.KeyFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	// What SavePair leaves when it stops after replacing the key: the journal and the new key.
+	key, csr, err := certs.NewNodeCSR(testNode)
+	if err != nil {
+		t.Fatal(err)
+	}
+	der, err := certs.SignNodeCSR(cloud.CA, cloud.CAKey, csr, testNode, nil, time.Hour, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	keyPEM, err := certs.EncodeKeyPEM(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(certs.PendingPairFile(cfg.CertFile), append(certs.EncodeCertPEM(der), keyPEM...), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(cfg.KeyFile, keyPEM, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := certs.LoadPair(cfg.CertFile, cfg.KeyFile); err == nil {
+		t.Fatal("the files are meant to hold a mismatched pair")
+	}
+
+	cfg.Token = "" // erased after bootstrap
+	m := mustNew(t, cfg)
+	if err := m.Ensure(testCtx(t)); err != nil {
+		t.Fatalf("Ensure after the crash: %v", err)
+	}
+	if got := m.Certificate(); got == nil || !bytes.Equal(got.Raw, der) || got.Equal(old) {
+		t.Fatalf("certificate after the crash is not the new one")
+	}
+	if onDisk, _, err := certs.LoadPair(cfg.CertFile, cfg.KeyFile); err != nil || !bytes.Equal(onDisk.Raw, der) {
+		t.Fatalf("pair on disk after recovery: %v", err)
+	}
+	if _, err := os.Stat(certs.PendingPairFile(cfg.CertFile)); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("journal left behind: %v", err)
+	}
+	if caCalls, certCalls := cloud.Requests(); caCalls != 1 || certCalls != 1 {
+		t.Errorf("contacted the cloud again (%d CA, %d certificate calls)", caCalls, certCalls)
+	}
+}

@@ -18,6 +18,7 @@ import (
 	"github.com/tether-edge/tether/keadm/app/daemon"
 	"github.com/tether-edge/tether/keadm/app/paths"
 	"github.com/tether-edge/tether/pkg/apis/componentconfig/edgecore/v1alpha2"
+	"github.com/tether-edge/tether/pkg/security/certs"
 )
 
 // podStopGrace is what each pod's containers get between SIGTERM and SIGKILL: the node is going away, so
@@ -145,7 +146,7 @@ func removeFiles(l paths.Layout, cfg *v1alpha2.EdgeCore, haveCfg bool) ([]string
 	files := append([]string{
 		core.Config(),
 		filepath.Join(kubeedgeDir, "bootstrap-edgecore.conf"),
-		caFile(l), certFile(l), keyFile(l),
+		caFile(l), certFile(l), keyFile(l), certs.PendingPairFile(certFile(l)),
 		core.PIDFile(), core.LogFile(), core.Binary(), core.UnitFile(),
 	}, core.Leftovers()...)
 	dbs := []string{dbFile(l)}
@@ -153,6 +154,10 @@ func removeFiles(l paths.Layout, cfg *v1alpha2.EdgeCore, haveCfg bool) ([]string
 	if haveCfg {
 		hub := cfg.Modules.EdgeHub
 		files = append(files, hub.TLSCAFile, hub.TLSCertFile, hub.TLSPrivateKeyFile)
+		if hub.TLSCertFile != "" {
+			// A certificate switch that a crash interrupted leaves its journal, which holds a key.
+			files = append(files, certs.PendingPairFile(hub.TLSCertFile))
+		}
 		dbs = append(dbs, cfg.Database.DataSource)
 		// Named in the config but perhaps outside the layout: removed only once empty.
 		ownDirs = append(ownDirs, cfg.Modules.Edged.RootDirectory, cfg.Modules.Edged.TailoredKubeletConfig.PodLogsDir)

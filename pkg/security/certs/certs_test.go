@@ -330,9 +330,13 @@ func TestPEMAndFiles(t *testing.T) {
 		t.Errorf("key PEM header: %q", keyPEM[:32])
 	}
 
-	// Overwriting with a mismatched key must be detected on load.
+	// SavePair never writes a mismatched pair; one made otherwise is detected on load.
 	_, other := mustCA(t)
-	if err := SavePair(certFile, keyFile, ca.Raw, other); err != nil {
+	if err := SavePair(certFile, keyFile, ca.Raw, other); err == nil {
+		t.Error("SavePair with a key that is not the certificate's: want error")
+	}
+	otherPEM, _ := EncodeKeyPEM(other)
+	if err := os.WriteFile(keyFile, otherPEM, 0o600); err != nil {
 		t.Fatal(err)
 	}
 	if _, _, err := LoadPair(certFile, keyFile); err == nil {

@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"os"
-	"path/filepath"
 	"time"
 )
 
@@ -137,53 +136,6 @@ func LoadPair(certFile, keyFile string) (*x509.Certificate, *ecdsa.PrivateKey, e
 		return nil, nil, fmt.Errorf("key %s does not match certificate %s", keyFile, certFile)
 	}
 	return cert, key, nil
-}
-
-// SavePair writes the certificate (0644) and key (0600) as PEM. Each file is
-// replaced atomically so readers never see a truncated file.
-func SavePair(certFile, keyFile string, certDER []byte, key *ecdsa.PrivateKey) error {
-	keyPEM, err := EncodeKeyPEM(key)
-	if err != nil {
-		return err
-	}
-	if err := writeFileAtomic(keyFile, keyPEM, 0o600); err != nil {
-		return err
-	}
-	return WriteCertFile(certFile, certDER)
-}
-
-func writeFileAtomic(path string, data []byte, perm os.FileMode) (err error) {
-	dir := filepath.Dir(path)
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return fmt.Errorf("create directory for %s: %w", path, err)
-	}
-	// CreateTemp uses 0600, so key bytes are never world-readable.
-	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp*")
-	if err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	defer func() {
-		if err != nil {
-			_ = f.Close()
-			_ = os.Remove(f.Name())
-		}
-	}()
-	if _, err = f.Write(data); err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	if err = f.Chmod(perm); err != nil {
-		return fmt.Errorf("chmod %s: %w", path, err)
-	}
-	if err = f.Sync(); err != nil {
-		return fmt.Errorf("sync %s: %w", path, err)
-	}
-	if err = f.Close(); err != nil {
-		return fmt.Errorf("close %s: %w", path, err)
-	}
-	if err = os.Rename(f.Name(), path); err != nil {
-		return fmt.Errorf("replace %s: %w", path, err)
-	}
-	return nil
 }
 
 // RotationDeadline picks a random instant between 70% and 90% of the
