@@ -13,6 +13,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -191,15 +192,17 @@ func TestJoinStops(t *testing.T) {
 }
 
 func TestWaiter(t *testing.T) {
-	var connected = "0"
+	// A request of the timed-out wait may still be in flight when the test flips the value.
+	var connected atomic.Value
+	connected.Store("0")
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
-		fmt.Fprintf(w, "tether_edgehub_connected_total 9\ntether_edgehub_connected %s\n", connected)
+		fmt.Fprintf(w, "tether_edgehub_connected_total 9\ntether_edgehub_connected %s\n", connected.Load())
 	}))
 	defer srv.Close()
 	w := &waiter{metricsAddr: srv.Listener.Addr().String(), node: "edge1", logHint: "the log", interval: 10 * time.Millisecond}
 	_, err := w.wait(context.Background(), 100*time.Millisecond)
 	wantErr(t, err, "node edge1 still not connected to cloudcore after --wait 100ms; see the log (edgecore keeps trying)")
-	connected = "1"
+	connected.Store("1")
 	if got, err := w.wait(context.Background(), time.Second); err != nil || got != "connected to cloudcore" {
 		t.Errorf("got (%q, %v)", got, err)
 	}
