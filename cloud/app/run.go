@@ -22,6 +22,7 @@ import (
 	"github.com/tether-edge/tether/cloud/edgecontroller"
 	"github.com/tether-edge/tether/cloud/synccontroller"
 	"github.com/tether-edge/tether/pkg/apis/componentconfig/cloudcore/v1alpha1"
+	rsv1alpha1 "github.com/tether-edge/tether/pkg/apis/reliablesyncs/v1alpha1"
 	tetherscheme "github.com/tether-edge/tether/pkg/apis/scheme"
 	"github.com/tether-edge/tether/pkg/beehive"
 	"github.com/tether-edge/tether/pkg/metrics"
@@ -81,6 +82,13 @@ func Run(ctx context.Context, cfg *v1alpha1.CloudCore, opts ...Option) error {
 	if err != nil {
 		return fmt.Errorf("creating informer cache: %w", err)
 	}
+	// CloudHub reads sync records from the cache on its delivery path; their informers must be running before it
+	// asks, or the first read would wait for a list from the API server.
+	for _, obj := range []client.Object{&rsv1alpha1.ObjectSync{}, &rsv1alpha1.ClusterObjectSync{}} {
+		if _, err := objCache.GetInformer(ctx, obj, cache.BlockUntilSynced(false)); err != nil {
+			return fmt.Errorf("creating the %T informer: %w", obj, err)
+		}
+	}
 	direct, err := client.NewWithWatch(crdRC, client.Options{Scheme: scheme})
 	if err != nil {
 		return fmt.Errorf("creating API client: %w", err)
@@ -117,6 +125,7 @@ func Run(ctx context.Context, cfg *v1alpha1.CloudCore, opts ...Option) error {
 		Config:     hubCfg,
 		Bus:        bus,
 		Client:     direct,
+		Reader:     objCache,
 		TLSConfig:  bundle.ServerTLSConfig(tls.RequireAndVerifyClientCert),
 		Registerer: reg,
 		Revocation: revocations,

@@ -72,6 +72,10 @@ type Options struct {
 	// Client reads and writes ObjectSync and ClusterObjectSync. Nil turns
 	// reliable-sync bookkeeping off (messages are still ACKed and resent).
 	Client client.Client
+	// Reader reads ObjectSyncs for the check before a first delivery. An
+	// informer cache keeps the API server off the delivery path (a stale
+	// read costs only a duplicate delivery); nil reads through Client.
+	Reader client.Reader
 	// TLSConfig carries the server certificate and must verify client
 	// certificates against the cloud CA (RequireAndVerifyClientCert).
 	TLSConfig *tls.Config
@@ -112,6 +116,8 @@ type Options struct {
 	SyncResponseTTL time.Duration
 	ReadBufferSize  int
 	WriteBufferSize int
+	// SyncCallTimeout bounds each ObjectSync read or write.
+	SyncCallTimeout time.Duration
 }
 
 // Authorizer decides whether node may hold an object; the node authorizer
@@ -148,6 +154,9 @@ type CloudHub struct {
 	syncWaiting map[string]syncWait
 	lastSweep   time.Time
 
+	// records writes ObjectSyncs off the delivery path.
+	records *recorder
+
 	// ackHook, if set, is called after an ACK has been recorded; tests and
 	// benchmarks use it to observe delivery.
 	ackHook func(nodeID, msgID string)
@@ -173,6 +182,7 @@ func New(opts Options) *CloudHub {
 		syncWaiting:  make(map[string]syncWait),
 	}
 	h.metrics = newMetrics(h)
+	h.records = newRecorder(h)
 	h.upgrader = websocket.Upgrader{
 		HandshakeTimeout: handshakeTimeout,
 		ReadBufferSize:   opts.ReadBufferSize,
@@ -202,6 +212,7 @@ func withDefaults(o Options) Options {
 	setDur(&o.RequeueBaseDelay, 0, DefaultRequeueBaseDelay)
 	setDur(&o.RequeueMaxDelay, 0, DefaultRequeueMaxDelay)
 	setDur(&o.SyncResponseTTL, 0, DefaultSyncResponseTTL)
+	setDur(&o.SyncCallTimeout, 0, DefaultSyncCallTimeout)
 	setInt := func(v *int, def int) {
 		if *v <= 0 {
 			*v = def
@@ -295,6 +306,9 @@ func (h *CloudHub) Start(ctx context.Context) error {
 	})
 	for range h.opts.Workers {
 		wg.Go(func() { h.worker(ctx) })
+	}
+	if h.opts.Client != nil {
+		wg.Go(func() { h.records.run(ctx) })
 	}
 	wg.Go(func() { h.watchRevocations(ctx) })
 

@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -18,6 +19,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/client/interceptor"
 
 	rsv1 "github.com/tether-edge/tether/pkg/apis/reliablesyncs/v1alpha1"
 	"github.com/tether-edge/tether/pkg/beehive/model"
@@ -625,4 +627,83 @@ func TestDownstreamObeysAuthorizer(t *testing.T) {
 	if got := c.recv(); got.Header.ID != ok.Header.ID {
 		t.Fatalf("got %s, want the allowed pod", got.String())
 	}
+}
+
+// TestHungAPIServerDoesNotStallDelivery: with every ObjectSync write hanging (an API server that accepts but does
+// not answer), ACKed messages still free the node's delivery slot at once and the next ones go out; the records
+// land once the API server answers again.
+func TestHungAPIServerDoesNotStallDelivery(t *testing.T) {
+	var hung atomic.Bool
+	release := make(chan struct{})
+	hang := func(ctx context.Context) error {
+		if !hung.Load() {
+			return nil
+		}
+		select {
+		case <-release:
+			return nil
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	e := newEnv(t, envConfig{opts: func(o *Options) {
+		o.SyncCallTimeout = time.Minute // far beyond the test's waits: only a design off the delivery path passes
+		o.Reader = o.Client
+		o.Client = interceptor.NewClient(o.Client.(client.WithWatch), interceptor.Funcs{
+			Get: func(ctx context.Context, c client.WithWatch, key client.ObjectKey, obj client.Object, opts ...client.GetOption) error {
+				if err := hang(ctx); err != nil {
+					return err
+				}
+				return c.Get(ctx, key, obj, opts...)
+			},
+			Create: func(ctx context.Context, c client.WithWatch, obj client.Object, opts ...client.CreateOption) error {
+				if err := hang(ctx); err != nil {
+					return err
+				}
+				return c.Create(ctx, obj, opts...)
+			},
+			SubResourceUpdate: func(ctx context.Context, c client.Client, sub string, obj client.Object, opts ...client.SubResourceUpdateOption) error {
+				if err := hang(ctx); err != nil {
+					return err
+				}
+				return c.SubResource(sub).Update(ctx, obj, opts...)
+			},
+		})
+	}})
+	c := e.connect("edge-1")
+	hung.Store(true)
+	msgs := []*model.Message{
+		podMsg("edge-1", "a", "uid-a", "5", model.InsertOperation),
+		podMsg("edge-1", "b", "uid-b", "6", model.InsertOperation),
+		podMsg("edge-1", "c", "uid-c", "7", model.InsertOperation),
+	}
+	for _, m := range msgs {
+		e.toCloudhub(m)
+	}
+	for _, want := range msgs {
+		got := c.recv()
+		if got.Header.ID != want.Header.ID {
+			t.Fatalf("got %s, want %s", got.String(), want.String())
+		}
+		c.ack(&got)
+	}
+	e.expectNoSync("default", "edge-1.uid-a")
+	hung.Store(false)
+	close(release)
+	want := map[string]bool{}
+	for _, m := range msgs {
+		want[m.Header.ID] = true
+	}
+	for range msgs {
+		select {
+		case id := <-e.acks: // records are written concurrently, in any order
+			if !want[id] {
+				t.Fatalf("unexpected or repeated ACK record for %s", id)
+			}
+			delete(want, id)
+		case <-time.After(waitTimeout):
+			t.Fatalf("records not written after the API server answered again: %v", want)
+		}
+	}
+	e.expectSyncRV("default", "edge-1.uid-c", rsv1.ObjectSyncSpec{ObjectAPIVersion: "v1", ObjectKind: "Pod", ObjectName: "c"}, "7")
 }

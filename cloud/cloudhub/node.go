@@ -244,7 +244,7 @@ func (h *CloudHub) process(ctx context.Context, id string) {
 		return
 	}
 	h.checkObjectSyncs(ctx, n)
-	h.finishAck(ctx, n)
+	h.finishAck(n)
 	n.mu.Lock()
 	s := n.sess
 	n.mu.Unlock()
@@ -302,9 +302,9 @@ func (h *CloudHub) checkObjectSyncs(ctx context.Context, n *node) {
 	}
 }
 
-// finishAck records an ACKed message in its ObjectSync and releases the
-// node's in-flight slot.
-func (h *CloudHub) finishAck(ctx context.Context, n *node) {
+// finishAck releases the node's in-flight slot of an ACKed message and hands
+// its ObjectSync record to the recorder.
+func (h *CloudHub) finishAck(n *node) {
 	n.mu.Lock()
 	in := n.inflight
 	acked := in != nil && in.acked
@@ -312,15 +312,14 @@ func (h *CloudHub) finishAck(ctx context.Context, n *node) {
 	if !acked {
 		return
 	}
-	if err := h.recordAck(ctx, n.id, in.qm); err != nil {
-		klog.ErrorS(err, "Cannot record ACK in ObjectSync", "node", n.id, "msg", in.qm.msg.String())
-	}
 	n.mu.Lock()
 	n.release(in)
 	n.mu.Unlock()
 	h.limiter.Forget(n.id + "/" + in.key)
 	klog.V(4).InfoS("Message ACKed", "node", n.id, "msg", in.qm.msg.String(), "attempts", in.attempts)
-	if h.ackHook != nil {
+	if in.qm.record {
+		h.records.add(n.id, in.qm, true)
+	} else if h.ackHook != nil {
 		h.ackHook(n.id, in.qm.msg.Header.ID)
 	}
 }

@@ -42,13 +42,22 @@ func parseRV(s string) (uint64, error) {
 }
 
 // syncedRV returns the resourceVersion the node has confirmed for q's
-// object. On first sight it creates the record with "0", so that
-// SyncController knows the object is owed to the node even if cloudcore
-// restarts before delivery.
+// object, reading for at most SyncCallTimeout. On first sight the recorder
+// creates the record with "0", so that SyncController knows the object is
+// owed to the node even if cloudcore restarts before delivery.
 func (h *CloudHub) syncedRV(ctx context.Context, nodeID string, q *queuedMsg) (uint64, error) {
+	if h.records.has(nodeID, q) {
+		return 0, nil // a record is on its way; the edge ignores a duplicate
+	}
 	name := v1alpha1.SyncName(nodeID, q.uid)
-	obj, spec, status := syncObject(q.namespace, name)
-	err := h.opts.Client.Get(ctx, client.ObjectKeyFromObject(obj), obj)
+	obj, _, status := syncObject(q.namespace, name)
+	reader := h.opts.Reader
+	if reader == nil {
+		reader = h.opts.Client
+	}
+	callCtx, cancel := context.WithTimeout(ctx, h.opts.SyncCallTimeout)
+	defer cancel()
+	err := reader.Get(callCtx, client.ObjectKeyFromObject(obj), obj)
 	if err == nil {
 		rv, perr := parseRV(status.ObjectResourceVersion)
 		if perr != nil {
@@ -59,17 +68,9 @@ func (h *CloudHub) syncedRV(ctx context.Context, nodeID string, q *queuedMsg) (u
 	if !apierrors.IsNotFound(err) {
 		return 0, fmt.Errorf("get object sync %s: %w", name, err)
 	}
-	*spec = q.syncSpec()
-	if err := h.opts.Client.Create(ctx, obj); err != nil {
-		if apierrors.IsAlreadyExists(err) {
-			return h.syncedRV(ctx, nodeID, q)
-		}
-		return 0, fmt.Errorf("create object sync %s: %w", name, err)
-	}
-	status.ObjectResourceVersion = "0"
-	if err := h.opts.Client.Status().Update(ctx, obj); err != nil {
-		return 0, fmt.Errorf("initialize status of object sync %s: %w", name, err)
-	}
+	owed := *q
+	owed.rv, owed.rvText = 0, "0"
+	h.records.add(nodeID, &owed, false)
 	return 0, nil
 }
 
