@@ -18,6 +18,7 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
+	"github.com/tether-edge/tether/pkg/apis/reliablesyncs/v1alpha1"
 	"github.com/tether-edge/tether/tests/framework"
 )
 
@@ -339,5 +340,43 @@ func TestDeploymentReplicasRunOnEdge(t *testing.T) {
 		if p.Spec.NodeName != node || !running(&p) || len(e.containerIDs(t, p.UID)) != 1 {
 			t.Errorf("pod %s: node %q, phase %s, runtime containers %v", p.Name, p.Spec.NodeName, p.Status.Phase, e.containerIDs(t, p.UID))
 		}
+	}
+}
+
+// TestPodForceDeletedWhileCloudDownLeavesTheEdge: a pod force-deleted while cloudcore is down (no delete event ever
+// reaches the edge) is removed from the edge once cloudcore is back, from its ObjectSync record; a pod that stayed
+// keeps its container.
+func TestPodForceDeletedWhileCloudDownLeavesTheEdge(t *testing.T) {
+	e, _ := startPodEnv(t)
+	doomed := e.create(t, testPod("doomed", nil))
+	e.create(t, testPod("stays", nil))
+	d := e.waitPod(t, "doomed", "Running", 60*time.Second, running)
+	s := e.waitPod(t, "stays", "Running", 60*time.Second, running)
+	// The delivery of both was recorded, so a restarted cloudcore knows what the edge holds.
+	framework.Eventually(t, 30*time.Second, "ObjectSync records of both pods", func() bool {
+		var syncs v1alpha1.ObjectSyncList
+		if err := e.cp.Client.List(context.Background(), &syncs, client.InNamespace("default")); err != nil {
+			return false
+		}
+		n := 0
+		for _, o := range syncs.Items {
+			if o.Spec.ObjectKind == "Pod" && (o.Spec.ObjectName == "doomed" || o.Spec.ObjectName == "stays") {
+				n++
+			}
+		}
+		return n == 2
+	})
+	staysIDs := e.containerIDs(t, s.UID)
+
+	e.cloud.Stop()
+	if err := e.cp.Client.Delete(context.Background(), doomed, client.GracePeriodSeconds(0)); err != nil {
+		t.Fatal(err)
+	}
+	e.cloud = framework.StartCloud(t, e.cloud.Config)
+	framework.Eventually(t, 60*time.Second, "the force-deleted pod's containers removed from the edge", func() bool {
+		return len(e.containerIDs(t, d.UID)) == 0
+	})
+	if got := e.containerIDs(t, s.UID); fmt.Sprint(got) != fmt.Sprint(staysIDs) {
+		t.Errorf("containers of the pod that stayed = %v, want the same %v", got, staysIDs)
 	}
 }
