@@ -228,6 +228,9 @@ func (d *downstream) handle(ctx context.Context, ev event) {
 	switch o := ev.obj.(type) {
 	case *corev1.Pod:
 		d.pod(ctx, ev.op, o)
+		if ev.op != opDelete {
+			d.r.autonomy.check(o)
+		}
 	case *corev1.ConfigMap:
 		op := model.InsertOperation
 		switch ev.op {
@@ -247,6 +250,9 @@ func (d *downstream) handle(ctx context.Context, ev event) {
 	case *corev1.Node:
 		old, _ := ev.old.(*corev1.Node)
 		d.node(ctx, ev.op, o, old)
+		if ev.op != opDelete {
+			d.r.autonomy.checkNode(o, old)
+		}
 	}
 }
 

@@ -178,9 +178,10 @@ type run struct {
 	configMaps corelisters.ConfigMapLister
 	secrets    corelisters.SecretLister
 
-	pools map[string]*pool
-	wg    sync.WaitGroup // the downstream loop and the pool workers
-	down  *downstream
+	pools    map[string]*pool
+	wg       sync.WaitGroup // the downstream loop, the pool workers and the autonomy workers
+	down     *downstream
+	autonomy *autonomy
 }
 
 func newRun(opts Options) (*run, error) {
@@ -205,6 +206,7 @@ func newRun(opts Options) (*run, error) {
 	r.nodes = r.inf.NodeLister()
 	r.configMaps = r.inf.core.Core().V1().ConfigMaps().Lister()
 	r.secrets = r.inf.core.Core().V1().Secrets().Lister()
+	r.autonomy = newAutonomy(opts.Kube, r.podLister, r.pods.GetIndexer(), r.nodes, opts.RequestTimeout)
 	r.down = newDownstream(r)
 	return r, nil
 }
@@ -221,6 +223,7 @@ func (r *run) run(parent context.Context) error {
 	ctx, cancel := context.WithCancel(parent)
 	defer func() {
 		cancel()
+		r.autonomy.queue.ShutDown() // its workers return; the queue's own goroutine ends
 		if r.ownInf {
 			r.inf.Shutdown()
 		}
@@ -247,6 +250,9 @@ func (r *run) run(parent context.Context) error {
 	klog.InfoS("EdgeController caches synced")
 	// Only now: edge-ness and references are read from the listers, which must be complete.
 	r.wg.Go(func() { r.down.loop(ctx) })
+	for range autonomyWorkers {
+		r.wg.Go(func() { r.autonomy.run(ctx) })
+	}
 	return r.opts.Bus.Serve(ctx, modules.EdgeController, func(msg model.Message) { r.dispatch(ctx, msg) })
 }
 

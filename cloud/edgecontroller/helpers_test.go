@@ -10,10 +10,13 @@ import (
 
 	"go.uber.org/goleak"
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/kubernetes/fake"
+	k8stesting "k8s.io/client-go/testing"
 	"k8s.io/utils/ptr"
 
 	"github.com/tether-edge/tether/pkg/apis/componentconfig/cloudcore/v1alpha1"
@@ -85,6 +88,7 @@ func start(t *testing.T, objs ...runtime.Object) *harness {
 // startKube is start with a prepared clientset (reactors must be added before the informers run).
 func startKube(t *testing.T, kube *fake.Clientset) *harness {
 	t.Helper()
+	honourPatchPreconditions(kube)
 	bus := beehive.New(beehive.Options{})
 	rec := &recorder{bus: bus, notify: make(chan struct{})}
 	ctrl := New(Options{
@@ -111,6 +115,34 @@ func startKube(t *testing.T, kube *fake.Clientset) *harness {
 		}
 	})
 	return &harness{t: t, kube: kube, bus: bus, rec: rec, ctx: ctx}
+}
+
+// honourPatchPreconditions makes the fake API server refuse a pod merge patch whose resourceVersion is not the
+// stored one, as the real one does; the fake's tracker would apply it and roll the pod back.
+func honourPatchPreconditions(kube *fake.Clientset) {
+	kube.PrependReactor("patch", "pods", func(a k8stesting.Action) (bool, runtime.Object, error) {
+		p, ok := a.(k8stesting.PatchActionImpl)
+		if !ok || p.GetPatchType() != types.MergePatchType {
+			return false, nil, nil
+		}
+		var body struct {
+			Metadata struct {
+				ResourceVersion string `json:"resourceVersion"`
+			} `json:"metadata"`
+		}
+		if json.Unmarshal(p.GetPatch(), &body) != nil || body.Metadata.ResourceVersion == "" {
+			return false, nil, nil
+		}
+		obj, err := kube.Tracker().Get(p.GetResource(), p.GetNamespace(), p.GetName())
+		if err != nil {
+			return false, nil, nil
+		}
+		if live := obj.(*corev1.Pod).ResourceVersion; live != body.Metadata.ResourceVersion {
+			return true, nil, apierrors.NewConflict(schema.GroupResource{Resource: "pods"}, p.GetName(),
+				fmt.Errorf("resourceVersion %s, stored %s", body.Metadata.ResourceVersion, live))
+		}
+		return false, nil, nil
+	})
 }
 
 // waitFor returns the first message (in arrival order) matching pred, waiting for it.

@@ -10,8 +10,9 @@ import (
 
 // StartKubeControllers runs the real kube-controller-manager and kube-scheduler against the control plane, for
 // tests that need Deployments scheduled, default ServiceAccounts and garbage collection. They serve no HTTPS
-// (port 0), so they need no certificates of their own.
-func StartKubeControllers(t testing.TB, cp *ControlPlane) {
+// (port 0), so they need no certificates of their own. controllerManagerArgs are added to
+// kube-controller-manager's command line, e.g. "--node-monitor-grace-period=10s" for faster node lifecycle timers.
+func StartKubeControllers(t testing.TB, cp *ControlPlane, controllerManagerArgs ...string) {
 	t.Helper()
 	logDir := t.TempDir()
 	start := func(name string, args ...string) {
@@ -49,6 +50,7 @@ func StartKubeControllers(t testing.TB, cp *ControlPlane) {
 	common := []string{"--kubeconfig=" + cp.Kubeconfig, "--leader-elect=false", "--secure-port=0"}
 	// Without the API server's service-account signing key the token controller cannot run; tests do not need
 	// it, pods there do not mount tokens.
-	start("kube-controller-manager", append(common, "--controllers=*,-serviceaccount-token", "--use-service-account-credentials=false")...)
+	kcm := append(append(common, "--controllers=*,-serviceaccount-token", "--use-service-account-credentials=false"), controllerManagerArgs...)
+	start("kube-controller-manager", kcm...)
 	start("kube-scheduler", common...)
 }

@@ -49,8 +49,17 @@ func ToolsBin() string {
 	return filepath.Join(RepoRoot(), "_output", "tools", "bin")
 }
 
+// ControlPlaneOption changes how StartControlPlane runs kube-apiserver.
+type ControlPlaneOption func(*envtest.Environment)
+
+// WithAPIServerFlag sets a kube-apiserver flag (name without dashes), e.g.
+// WithAPIServerFlag("default-unreachable-toleration-seconds", "5").
+func WithAPIServerFlag(name, value string) ControlPlaneOption {
+	return func(env *envtest.Environment) { env.ControlPlane.GetAPIServer().Configure().Set(name, value) }
+}
+
 // StartControlPlane starts etcd and kube-apiserver, installs crds/, and stops everything when the test ends.
-func StartControlPlane(t testing.TB) *ControlPlane {
+func StartControlPlane(t testing.TB, opts ...ControlPlaneOption) *ControlPlane {
 	t.Helper()
 	bin := ToolsBin()
 	for _, name := range []string{"kube-apiserver", "etcd"} {
@@ -67,6 +76,9 @@ func StartControlPlane(t testing.TB) *ControlPlane {
 		CRDDirectoryPaths:     []string{filepath.Join(RepoRoot(), "crds")},
 		ErrorIfCRDPathMissing: true,
 		Scheme:                scheme,
+	}
+	for _, o := range opts {
+		o(env)
 	}
 	cfg, err := env.Start()
 	if err != nil {

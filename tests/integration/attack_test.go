@@ -24,6 +24,7 @@ import (
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
+	"github.com/tether-edge/tether/cloud/edgecontroller"
 	"github.com/tether-edge/tether/pkg/apis/reliablesyncs/v1alpha1"
 	"github.com/tether-edge/tether/pkg/beehive/model"
 	"github.com/tether-edge/tether/tests/framework"
@@ -163,6 +164,7 @@ func replyError(t *testing.T, m model.Message) *metav1.Status {
 // Each is refused with the rule that forbids it, counted in the metric, and nothing changes in the API server;
 // meanwhile the node's own traffic keeps working.
 func TestAttacksFromAnEdgeNode(t *testing.T) {
+	framework.FailOnErrorLogs(t) // refusals are Info lines: an attack is not an error of cloudcore's
 	cp := framework.StartControlPlane(t)
 	ctx := context.Background()
 	dir := t.TempDir()
@@ -214,6 +216,16 @@ func TestAttacksFromAnEdgeNode(t *testing.T) {
 	// The cloud pushes the node its pod and what the pod uses.
 	framework.Eventually(t, 30*time.Second, "pod web and its secret at the edge", func() bool {
 		return len(edge.receivedFor("shop/pod/web")) > 0 && len(edge.receivedFor("shop/secret/app-sec")) > 0
+	})
+	// cloudcore's own writes (edge autonomy's toleration patches) settle before the snapshot.
+	framework.Eventually(t, 30*time.Second, "edge autonomy applied to both pods", func() bool {
+		for _, name := range []string{"web", "db"} {
+			var p corev1.Pod
+			if cp.Client.Get(ctx, client.ObjectKey{Namespace: "shop", Name: name}, &p) != nil || p.Annotations[edgecontroller.AutonomyRestoreAnnotation] == "" {
+				return false
+			}
+		}
+		return true
 	})
 
 	before := apiSnapshot(t, cp)

@@ -44,6 +44,9 @@ func renderConfig(l paths.Layout, o *joinOptions, cgroupDriver, metricsAddr stri
 		e.HostnameOverride = o.nodeName
 	}
 	maps.Copy(e.NodeLabels, o.labels)
+	if o.noAutonomy {
+		e.NodeLabels[autonomyLabel] = "false"
+	}
 	e.RootDirectory = l.KubeletDir()
 	k := e.TailoredKubeletConfig
 	k.ContainerRuntimeEndpoint = o.runtimeEndpoint

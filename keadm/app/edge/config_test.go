@@ -7,6 +7,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/spf13/cobra"
+
+	"github.com/tether-edge/tether/cloud/edgecontroller"
 	"github.com/tether-edge/tether/keadm/app/paths"
 	"github.com/tether-edge/tether/pkg/apis/componentconfig/edgecore/v1alpha2"
 )
@@ -159,4 +162,45 @@ func statMode(path string) (os.FileMode, error) {
 		return 0, err
 	}
 	return fi.Mode().Perm(), nil
+}
+
+// --autonomy is on by default and leaves the node unlabelled (so kubectl can change it later); --autonomy=false
+// labels the node node.tether.io/autonomy=false through edgecore.yaml.
+func TestJoinAutonomyFlag(t *testing.T) {
+	if autonomyLabel != edgecontroller.AutonomyLabel {
+		t.Fatalf("keadm labels %s, cloudcore reads %s", autonomyLabel, edgecontroller.AutonomyLabel)
+	}
+	for _, tt := range []struct {
+		args []string
+		want map[string]string
+	}{
+		{nil, map[string]string{}},
+		{[]string{"--autonomy"}, map[string]string{}},
+		{[]string{"--autonomy=true"}, map[string]string{}},
+		{[]string{"--autonomy=false"}, map[string]string{"node.tether.io/autonomy": "false"}},
+		{[]string{"--autonomy=false", "--labels", "node.tether.io/autonomy=true,zone=north"}, map[string]string{"node.tether.io/autonomy": "false", "zone": "north"}},
+	} {
+		o := &joinOptions{}
+		cmd := &cobra.Command{Use: "join"}
+		o.addFlags(cmd)
+		if err := cmd.ParseFlags(append([]string{"-e", "10.0.0.1:10000", "-t", "tok", "-i", "edge1"}, tt.args...)); err != nil {
+			t.Fatalf("%v: %v", tt.args, err)
+		}
+		cfg, err := renderConfig(paths.Layout{Root: t.TempDir()}, o, "cgroupfs", "")
+		if err != nil {
+			t.Fatalf("%v: %v", tt.args, err)
+		}
+		if got := cfg.Modules.Edged.NodeLabels; !reflect.DeepEqual(got, tt.want) {
+			t.Errorf("%v: nodeLabels = %v, want %v", tt.args, got, tt.want)
+		}
+	}
+	o := &joinOptions{}
+	cmd := &cobra.Command{Use: "join"}
+	o.addFlags(cmd)
+	if err := cmd.ParseFlags([]string{"--autonomy=maybe"}); err == nil {
+		t.Error("--autonomy=maybe accepted")
+	}
+	if f := cmd.Flags().Lookup("autonomy"); f.DefValue != "true" {
+		t.Errorf("--autonomy default shows %q, want true", f.DefValue)
+	}
 }

@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"strconv"
 	"strings"
 	"time"
 
@@ -34,6 +35,7 @@ type joinOptions struct {
 	runtimeEndpoint string
 	cgroupDriver    string
 	labels          map[string]string
+	noAutonomy      bool // --autonomy=false
 	withMQTT        bool
 	sets            []string
 	edgecoreBinary  string
@@ -52,6 +54,9 @@ func (o *joinOptions) addFlags(cmd *cobra.Command) {
 	fs.StringVarP(&o.runtimeEndpoint, "remote-runtime-endpoint", "p", v1alpha2.DefaultCRIEndpoint, "CRI socket of the container runtime")
 	fs.StringVar(&o.cgroupDriver, "cgroupdriver", "", "cgroupfs or systemd; default: what containerd's config.toml sets (SystemdCgroup), else systemd on systemd-booted cgroup-v2-only hosts, else cgroupfs")
 	fs.StringToStringVarP(&o.labels, "labels", "l", nil, "node labels, k=v,k2=v2")
+	fs.Var(negatedBool{&o.noAutonomy}, "autonomy", "keep this node's pods through cloud outages of any length; false lets Kubernetes evict them "+
+		"after its unreachable toleration (default 300 s), by labelling the node "+autonomyLabel+"=false")
+	fs.Lookup("autonomy").NoOptDefVal = "true"
 	fs.BoolVar(&o.withMQTT, "with-mqtt", false, "run edgecore's embedded MQTT broker (eventBus.mqttMode 0) instead of using an external one")
 	fs.StringArrayVar(&o.sets, "set", nil, "edgecore.yaml override, dotted path=value (repeatable), e.g. modules.edged.nodeIP=10.0.0.5 or metricsServer.bindAddress=")
 	fs.StringVar(&o.edgecoreBinary, "edgecore-binary", "", "edgecore binary to install; default: edgecore next to keadm, else on PATH")
@@ -62,6 +67,32 @@ func (o *joinOptions) addFlags(cmd *cobra.Command) {
 	_ = cmd.MarkFlagRequired("cloudcore-ipport")
 	_ = cmd.MarkFlagRequired("token")
 }
+
+// autonomyLabel is cloud/edgecontroller.AutonomyLabel: edge nodes without it (or with "true") keep their pods
+// through outages of any length.
+const autonomyLabel = "node.tether.io/autonomy"
+
+// negatedBool is a boolean flag that defaults to true and is stored as its negation, so a zero joinOptions keeps
+// the default.
+type negatedBool struct{ off *bool }
+
+func (b negatedBool) String() string {
+	if b.off == nil {
+		return "true"
+	}
+	return strconv.FormatBool(!*b.off)
+}
+
+func (b negatedBool) Set(s string) error {
+	v, err := strconv.ParseBool(s)
+	if err != nil {
+		return err
+	}
+	*b.off = !v
+	return nil
+}
+
+func (negatedBool) Type() string { return "bool" }
 
 func defaultNodeName() string {
 	h, _ := os.Hostname()
