@@ -5,14 +5,9 @@ package integration
 import (
 	"context"
 	"fmt"
-	"os"
 	"strings"
-	"sync"
 	"testing"
 	"time"
-
-	"github.com/go-logr/logr"
-	"k8s.io/klog/v2"
 
 	cloudcfg "github.com/tether-edge/tether/pkg/apis/componentconfig/cloudcore/v1alpha1"
 	"github.com/tether-edge/tether/pkg/apis/reliablesyncs/v1alpha1"
@@ -25,7 +20,7 @@ import (
 // ("does not implement the protobuf marshalling interface"), so nothing was recorded as delivered. The records
 // must be written (what `kubectl get objectsyncs -A` lists), and no log line may mention protobuf.
 func TestObjectSyncWithDefaultContentType(t *testing.T) {
-	logs := captureKlog(t)
+	logs := framework.FailOnErrorLogs(t)
 	l := startLink(t)
 	if got := l.cloud.Config.KubeAPIConfig.ContentType; got != cloudcfg.NewDefaultCloudCore().KubeAPIConfig.ContentType ||
 		got != cloudcfg.ContentTypeProtobuf {
@@ -58,79 +53,10 @@ func TestObjectSyncWithDefaultContentType(t *testing.T) {
 	// SyncController reads the records through the informer cache; let a few of its periods pass (500 ms in
 	// tests) so that a failing list or watch would have been logged.
 	time.Sleep(2 * time.Second)
-	for _, line := range logs.lines() {
+	for _, line := range logs.Lines() {
 		if strings.Contains(strings.ToLower(line), "protobuf") {
 			t.Errorf("log line about protobuf: %s", line)
 		}
 	}
 }
 
-// klogCapture keeps every klog line of the process (cloudcore and edgecore run in it) while a test runs, and
-// still prints them.
-type klogCapture struct {
-	mu  sync.Mutex
-	all []string
-}
-
-func (c *klogCapture) lines() []string {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return append([]string(nil), c.all...)
-}
-
-func (c *klogCapture) add(line string) {
-	c.mu.Lock()
-	c.all = append(c.all, line)
-	c.mu.Unlock()
-	fmt.Fprintln(os.Stderr, line)
-}
-
-func captureKlog(t *testing.T) *klogCapture {
-	t.Helper()
-	c := &klogCapture{}
-	klog.SetLogger(logr.New(&captureSink{c: c}))
-	t.Cleanup(func() {
-		klog.Flush()
-		klog.ClearLogger()
-	})
-	return c
-}
-
-type captureSink struct {
-	c      *klogCapture
-	name   string
-	values []any
-}
-
-func (s *captureSink) Init(logr.RuntimeInfo)  {}
-func (s *captureSink) Enabled(level int) bool { return level <= 2 }
-func (s *captureSink) Info(level int, msg string, kv ...any) {
-	s.c.add(fmt.Sprintf("I %s%q %s", s.prefix(), msg, s.kv(kv)))
-}
-func (s *captureSink) Error(err error, msg string, kv ...any) {
-	s.c.add(fmt.Sprintf("E %s%q err=%q %s", s.prefix(), msg, fmt.Sprint(err), s.kv(kv)))
-}
-func (s *captureSink) WithValues(kv ...any) logr.LogSink {
-	n := *s
-	n.values = append(append([]any(nil), s.values...), kv...)
-	return &n
-}
-func (s *captureSink) WithName(name string) logr.LogSink {
-	n := *s
-	n.name = strings.Trim(s.name+"/"+name, "/")
-	return &n
-}
-func (s *captureSink) prefix() string {
-	if s.name == "" {
-		return ""
-	}
-	return s.name + ": "
-}
-func (s *captureSink) kv(kv []any) string {
-	all := append(append([]any(nil), s.values...), kv...)
-	var b strings.Builder
-	for i := 0; i+1 < len(all); i += 2 {
-		fmt.Fprintf(&b, "%v=%v ", all[i], all[i+1])
-	}
-	return strings.TrimSpace(b.String())
-}

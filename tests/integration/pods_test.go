@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -128,6 +129,7 @@ func (e *podEnv) containerIDs(t *testing.T, uid types.UID) []string {
 }
 
 func TestPodRunsOnEdgeAndIsDeleted(t *testing.T) {
+	framework.FailOnErrorLogs(t)
 	e, _ := startPodEnv(t)
 	created := time.Now()
 	pod := e.create(t, testPod("hello", nil))
@@ -347,6 +349,13 @@ func TestDeploymentReplicasRunOnEdge(t *testing.T) {
 // reaches the edge) is removed from the edge once cloudcore is back, from its ObjectSync record; a pod that stayed
 // keeps its container.
 func TestPodForceDeletedWhileCloudDownLeavesTheEdge(t *testing.T) {
+	framework.FailOnErrorLogs(t, framework.AllowedError{
+		Pattern: regexp.MustCompile(`"(Lost connection to cloud|Cannot connect to cloud)`),
+		Reason:  "the test stops cloudcore on purpose; edgecore reports the link it lost",
+	}, framework.AllowedError{
+		Pattern: regexp.MustCompile(`"Failed to watch" err=".*context canceled"`),
+		Reason:  "client-go's reflector reports a watch that cloudcore's own shutdown cancelled",
+	})
 	e, _ := startPodEnv(t)
 	doomed := e.create(t, testPod("doomed", nil))
 	e.create(t, testPod("stays", nil))
