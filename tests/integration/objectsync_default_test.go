@@ -59,4 +59,3 @@ func TestObjectSyncWithDefaultContentType(t *testing.T) {
 		}
 	}
 }
-
