@@ -1,3 +1,5 @@
+// Command cloudcore runs the cloud half of Tether next to the Kubernetes API server: CloudHub, EdgeController,
+// DeviceController and SyncController (cloud/app).
 package main
 
 import (

@@ -1,3 +1,5 @@
+// Command edgecore runs the edge half of Tether on an edge host: EdgeHub, MetaManager, Edged, DeviceTwin, EventBus
+// and ServiceBus (edge/app).
 package main
 
 import (

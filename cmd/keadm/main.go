@@ -1,3 +1,4 @@
+// Command keadm installs, joins, resets and inspects Tether clouds and edge nodes (keadm/app).
 package main
 
 import (

@@ -27,7 +27,7 @@ import (
 	"github.com/tether-edge/tether/keadm/app/daemon"
 	"github.com/tether-edge/tether/keadm/app/paths"
 	"github.com/tether-edge/tether/pkg/apis/componentconfig/cloudcore/v1alpha1"
-	"github.com/tether-edge/tether/pkg/util/configflag"
+	"github.com/tether-edge/tether/pkg/util/configload"
 )
 
 // unitFile is build/tools/cloudcore.service; a test keeps this copy identical, since go:embed cannot reach
@@ -474,7 +474,7 @@ func (r *initRunner) createNamespace(ctx context.Context, c *clients) error {
 }
 
 func (r *initRunner) writeConfig(cfg *v1alpha1.CloudCore, detected bool) error {
-	data, err := configflag.Marshal(cfg)
+	data, err := configload.Marshal(cfg)
 	if err != nil {
 		return fmt.Errorf("render cloudcore.yaml: %w", err)
 	}

@@ -15,7 +15,7 @@ import (
 	"github.com/tether-edge/tether/keadm/app/daemon"
 	"github.com/tether-edge/tether/keadm/app/paths"
 	"github.com/tether-edge/tether/pkg/apis/componentconfig/edgecore/v1alpha2"
-	"github.com/tether-edge/tether/pkg/util/configflag"
+	"github.com/tether-edge/tether/pkg/util/configload"
 )
 
 // Files under the layout that edgecore's config names; reset removes the same ones.
@@ -98,7 +98,7 @@ func defaultMetricsAddr() string {
 // writeConfig writes the config atomically and private to root: it holds the join token until edgecore has
 // traded it for a certificate.
 func writeConfig(path string, cfg *v1alpha2.EdgeCore) error {
-	data, err := configflag.Marshal(cfg)
+	data, err := configload.Marshal(cfg)
 	if err != nil {
 		return fmt.Errorf("rendering %s: %w", path, err)
 	}
@@ -116,7 +116,7 @@ func loadConfigLenient(l paths.Layout) (cfg *v1alpha2.EdgeCore, ok bool, err err
 	if err != nil {
 		return cfg, false, fmt.Errorf("reading %s: %w", l.EdgeCoreConfig(), err)
 	}
-	if _, err := configflag.Decode(data, cfg, configflag.Type{APIVersion: v1alpha2.APIVersion, Kind: v1alpha2.Kind}); err != nil {
+	if _, err := configload.Decode(data, cfg, configload.Type{APIVersion: v1alpha2.APIVersion, Kind: v1alpha2.Kind}); err != nil {
 		// Unknown KubeEdge keys make the strict decode fail; a plain decode still finds what reset needs.
 		cfg = v1alpha2.NewDefaultEdgeCore()
 		if err2 := yaml.Unmarshal(data, cfg); err2 != nil {

@@ -1,3 +1,7 @@
+// Package configflag is what Tether's binaries share on their command lines:
+// the --config/--defaultconfig/--minconfig flags, version printing, and
+// running a root command with signal handling and one-line errors. Loading
+// the files is pkg/util/configload's.
 package configflag
 
 import (
@@ -10,6 +14,7 @@ import (
 	"github.com/spf13/pflag"
 	"k8s.io/klog/v2"
 
+	"github.com/tether-edge/tether/pkg/util/configload"
 	"github.com/tether-edge/tether/pkg/version"
 )
 
@@ -51,7 +56,7 @@ func (o *Options) PrintIfRequested(w io.Writer, defaults, minimal func() any) (p
 	default:
 		return false, nil
 	}
-	out, err := Marshal(obj)
+	out, err := configload.Marshal(obj)
 	if err != nil {
 		return true, fmt.Errorf("rendering config: %w", err)
 	}

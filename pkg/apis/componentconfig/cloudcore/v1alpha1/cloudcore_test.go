@@ -9,7 +9,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/tether-edge/tether/pkg/util/configflag"
+	"github.com/tether-edge/tether/pkg/util/configload"
 )
 
 func writeConfig(t *testing.T, content string) string {
@@ -23,7 +23,7 @@ func writeConfig(t *testing.T, content string) string {
 
 func marshal(t *testing.T, obj any) string {
 	t.Helper()
-	out, err := configflag.Marshal(obj)
+	out, err := configload.Marshal(obj)
 	if err != nil {
 		t.Fatal(err)
 	}

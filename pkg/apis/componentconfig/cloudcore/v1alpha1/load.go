@@ -1,7 +1,7 @@
 package v1alpha1
 
 import (
-	"github.com/tether-edge/tether/pkg/util/configflag"
+	"github.com/tether-edge/tether/pkg/util/configload"
 )
 
 // Load reads the cloudcore config at path: defaults first, then the file
@@ -9,7 +9,7 @@ import (
 // where there is one, the offending field.
 func Load(path string) (*CloudCore, error) {
 	c := NewDefaultCloudCore()
-	err := configflag.Load(path, c, configflag.Type{
+	err := configload.Load(path, c, configload.Type{
 		APIVersion: APIVersion,
 		Kind:       Kind,
 		Accepted:   acceptedKubeEdgeFields(),

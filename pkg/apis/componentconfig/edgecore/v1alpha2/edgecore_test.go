@@ -8,7 +8,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/tether-edge/tether/pkg/util/configflag"
+	"github.com/tether-edge/tether/pkg/util/configload"
 )
 
 func writeConfig(t *testing.T, content string) string {
@@ -22,7 +22,7 @@ func writeConfig(t *testing.T, content string) string {
 
 func marshal(t *testing.T, obj any) string {
 	t.Helper()
-	out, err := configflag.Marshal(obj)
+	out, err := configload.Marshal(obj)
 	if err != nil {
 		t.Fatal(err)
 	}

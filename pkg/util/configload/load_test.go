@@ -1,4 +1,4 @@
-package configflag
+package configload
 
 import (
 	"os"

@@ -1,8 +1,7 @@
-// Package configflag is what Tether's binaries share around component
-// configuration: the --config/--defaultconfig/--minconfig flags, the strict
-// YAML loader behind every versioned config's Load, and running a root command
-// with signal handling and one-line errors.
-package configflag
+// Package configload is the strict YAML loader behind every versioned
+// component config's Load (and the encoder that prints one). It knows nothing
+// of command lines, so API packages can use it without a CLI framework.
+package configload
 
 import (
 	"bytes"
