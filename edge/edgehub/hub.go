@@ -76,8 +76,9 @@ func WithOnBootstrapped(f func()) Option { return func(o *options) { o.onBootstr
 // WithMaxFrameSize sets the largest cloud frame accepted (default 16 MiB).
 func WithMaxFrameSize(n int64) Option { return func(o *options) { o.maxFrameSize = n } }
 
-// WithQueueSize bounds the messages kept while the cloud is unreachable
-// (default 2048); beyond it the oldest are dropped.
+// WithQueueSize bounds the messages kept in each lane of the outbox while
+// the cloud is unreachable or slow (default 2048); beyond it the oldest are
+// dropped.
 func WithQueueSize(n int) Option { return func(o *options) { o.queueSize = n } }
 
 // WithTiming overrides the config's durations.
@@ -99,8 +100,13 @@ type Hub struct {
 	timing   Timing
 	maxFrame int64
 
-	certs   *certificate.Manager
+	certs *certificate.Manager
+	// limiter paces control traffic (messageQPS/messageBurst). bulk paces
+	// device reports and events with the same budget, less what control
+	// used: control charges it without waiting, so bulk never delays
+	// control and both together stay within the configured rate.
 	limiter *rate.Limiter
+	bulk    *rate.Limiter
 	outbox  *outbox
 	metrics *metrics
 
@@ -162,7 +168,8 @@ func New(cfg *v1alpha2.EdgeHub, nodeName string, bus *beehive.Bus, opts ...Optio
 	if err != nil {
 		return nil, fmt.Errorf("new edgehub: %w", err)
 	}
-	m, err := newMetrics(o.registerer)
+	q := newOutbox(o.queueSize)
+	m, err := newMetrics(o.registerer, q)
 	if err != nil {
 		return nil, fmt.Errorf("new edgehub: %w", err)
 	}
@@ -180,7 +187,8 @@ func New(cfg *v1alpha2.EdgeHub, nodeName string, bus *beehive.Bus, opts ...Optio
 		maxFrame: o.maxFrameSize,
 		certs:    cm,
 		limiter:  newLimiter(cfg.MessageQPS, cfg.MessageBurst),
-		outbox:   newOutbox(o.queueSize),
+		bulk:     newLimiter(cfg.MessageQPS, cfg.MessageBurst),
+		outbox:   q,
 		metrics:  m,
 	}, nil
 }
@@ -266,9 +274,16 @@ func (h *Hub) collect(ctx context.Context) {
 			}
 			return
 		}
-		if old := h.outbox.push(msg); old != nil {
+		res := h.outbox.push(msg)
+		switch {
+		case res.coalesced:
+			h.metrics.dropped.WithLabelValues(dropCoalesced).Inc()
+		case res.evicted != nil && res.lane == laneBulk:
+			h.metrics.dropped.WithLabelValues(dropBulkFull).Inc()
+			klog.V(2).InfoS("Cloud queue for device reports and events full, dropping the oldest", "limit", h.outbox.max, "message", res.evicted.String())
+		case res.evicted != nil:
 			h.metrics.dropped.WithLabelValues(dropQueueFull).Inc()
-			klog.InfoS("Cloud queue full, dropping the oldest message", "limit", h.outbox.max, "message", old.String())
+			klog.InfoS("Cloud queue full, dropping the oldest message", "limit", h.outbox.max, "message", res.evicted.String())
 		}
 	}
 }

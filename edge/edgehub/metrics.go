@@ -9,7 +9,12 @@ import (
 
 // Drop reasons for tether_edgehub_dropped_messages_total.
 const (
-	dropQueueFull  = "queue_full"
+	dropQueueFull = "queue_full" // the control lane was full
+	// dropBulkFull: the bulk lane (device reports, events) was full.
+	dropBulkFull = "bulk_queue_full"
+	// dropCoalesced: a queued device report was replaced by a newer one of
+	// the same device.
+	dropCoalesced  = "coalesced"
 	dropOversized  = "oversized"
 	dropMalformed  = "malformed"
 	dropUnroutable = "unroutable"
@@ -20,9 +25,11 @@ type metrics struct {
 	reconnects prometheus.Counter
 	up, down   prometheus.Counter
 	dropped    *prometheus.CounterVec
+	// queued reads the outbox length per lane.
+	queued []prometheus.Collector
 }
 
-func newMetrics(reg prometheus.Registerer) (*metrics, error) {
+func newMetrics(reg prometheus.Registerer, q *outbox) (*metrics, error) {
 	messages := prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "tether_edgehub_messages_total",
 		Help: "Messages exchanged with the cloud, keepalives and acks included, by direction (up: edge to cloud, down: cloud to edge).",
@@ -43,11 +50,18 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Help: "Messages discarded by edgehub, by reason.",
 		}, []string{"reason"}),
 	}
+	for l := range numLanes {
+		m.queued = append(m.queued, prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name:        "tether_edgehub_queued_messages",
+			Help:        "Messages waiting to be sent to the cloud, by lane (control goes first; bulk is device reports and events).",
+			ConstLabels: prometheus.Labels{"lane": l.String()},
+		}, func() float64 { return float64(q.laneLen(l)) }))
+	}
 	if reg == nil {
 		return m, nil
 	}
 	var errs []error
-	for _, c := range []prometheus.Collector{m.connected, m.reconnects, messages, m.dropped} {
+	for _, c := range append([]prometheus.Collector{m.connected, m.reconnects, messages, m.dropped}, m.queued...) {
 		errs = append(errs, reg.Register(c))
 	}
 	if err := errors.Join(errs...); err != nil {

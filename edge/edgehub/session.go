@@ -217,18 +217,33 @@ func (s *session) handle(ctx context.Context, msg model.Message) error {
 	return nil
 }
 
-// writeLoop sends the outbox. A message whose write fails goes back to the
-// front of the outbox: a duplicate after reconnect is better than a loss.
+// writeLoop sends the outbox, control lane first. A message whose write
+// fails goes back to the front of its lane: a duplicate after reconnect is
+// better than a loss.
 func (s *session) writeLoop(ctx context.Context) error {
 	h := s.h
 	for {
-		msg, err := h.outbox.pop(ctx)
+		msg, l, err := h.outbox.pop(ctx)
 		if err != nil {
 			return err
 		}
-		if err := h.limiter.Wait(ctx); err != nil {
-			h.outbox.pushFront(msg)
-			return context.Cause(ctx)
+		if l == laneControl {
+			if err := h.limiter.Wait(ctx); err != nil {
+				h.outbox.pushFront(msg)
+				return context.Cause(ctx)
+			}
+			// Bulk pays for control's share of the link, without control
+			// ever waiting for bulk's tokens.
+			h.bulk.Reserve()
+		} else {
+			preempted, err := s.waitBulk(ctx)
+			if err != nil || preempted {
+				h.outbox.pushFront(msg)
+				if err != nil {
+					return err
+				}
+				continue
+			}
 		}
 		// Asynchronous sends always go out with sync=false (viaduct's
 		// WriteMessageAsync); responses are matched by parent id only.
@@ -241,6 +256,34 @@ func (s *session) writeLoop(ctx context.Context) error {
 			}
 			h.outbox.pushFront(msg)
 			return err
+		}
+	}
+}
+
+// waitBulk waits for the bulk budget to allow one message. It gives up the
+// wait, and reports preempted, as soon as control traffic is queued, so the
+// writer sends that first.
+func (s *session) waitBulk(ctx context.Context) (preempted bool, err error) {
+	h := s.h
+	r := h.bulk.Reserve()
+	d := r.Delay()
+	if d == 0 {
+		return false, nil
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	for {
+		select {
+		case <-t.C:
+			return false, nil
+		case <-ctx.Done():
+			r.Cancel()
+			return false, context.Cause(ctx)
+		case <-h.outbox.controlWaiting():
+			if h.outbox.hasControl() {
+				r.Cancel()
+				return true, nil
+			}
 		}
 	}
 }
