@@ -56,3 +56,24 @@ func Serve(ctx context.Context, addr string, reg *prometheus.Registry, ready fun
 	}
 	return nil
 }
+
+// Shared registers c on reg and returns it, or returns the collector of the same description already registered
+// there (a second instance of a component in one process, as in tests, or a restarted module shares it). A nil reg
+// leaves c unexported. Any other registration failure is logged: metrics are never worth failing a component for.
+func Shared[C prometheus.Collector](reg prometheus.Registerer, c C) C {
+	if reg == nil {
+		return c
+	}
+	err := reg.Register(c)
+	if err == nil {
+		return c
+	}
+	var are prometheus.AlreadyRegisteredError
+	if errors.As(err, &are) {
+		if existing, ok := are.ExistingCollector.(C); ok {
+			return existing
+		}
+	}
+	klog.ErrorS(err, "Cannot register metrics")
+	return c
+}

@@ -25,6 +25,7 @@ import (
 	"k8s.io/klog/v2"
 
 	"github.com/tether-edge/tether/cloud/cloudhub/certificate"
+	"github.com/tether-edge/tether/pkg/metrics"
 	"github.com/tether-edge/tether/pkg/security/certs"
 	rev "github.com/tether-edge/tether/pkg/security/revocation"
 	"github.com/tether-edge/tether/pkg/security/token"
@@ -170,21 +171,7 @@ func newCounter(reg prometheus.Registerer, name, help, label string, values []st
 	for _, r := range values {
 		c.WithLabelValues(r)
 	}
-	if reg == nil {
-		return c
-	}
-	if err := reg.Register(c); err != nil {
-		// A second Server on the same registry (tests, restarts within a
-		// process) shares the existing counter.
-		var are prometheus.AlreadyRegisteredError
-		if errors.As(err, &are) {
-			if existing, ok := are.ExistingCollector.(*prometheus.CounterVec); ok {
-				return existing
-			}
-		}
-		klog.ErrorS(err, "Failed to register CloudHub HTTPS metrics")
-	}
-	return c
+	return metrics.Shared(reg, c)
 }
 
 // Handler returns the routes without TLS, for tests and embedding; /edge.crt

@@ -29,6 +29,8 @@ import (
 	"k8s.io/klog/v2"
 
 	rev "github.com/tether-edge/tether/pkg/security/revocation"
+
+	"github.com/tether-edge/tether/pkg/metrics"
 )
 
 // EdgeRoleLabel marks edge Nodes; only their deletion is recorded (kubelet
@@ -134,19 +136,7 @@ func newEntriesGauge(reg prometheus.Registerer) *prometheus.GaugeVec {
 	for _, k := range []string{"serial", "node", "malformed"} {
 		g.WithLabelValues(k)
 	}
-	if reg == nil {
-		return g
-	}
-	if err := reg.Register(g); err != nil {
-		var are prometheus.AlreadyRegisteredError
-		if errors.As(err, &are) {
-			if existing, ok := are.ExistingCollector.(*prometheus.GaugeVec); ok {
-				return existing
-			}
-		}
-		klog.ErrorS(err, "Failed to register certificate revocation metrics")
-	}
-	return g
+	return metrics.Shared(reg, g)
 }
 
 // Run watches the ConfigMap, writes deletion floors and prunes expired

@@ -18,7 +18,8 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	corelisters "k8s.io/client-go/listers/core/v1"
 	"k8s.io/client-go/tools/cache"
-	"k8s.io/klog/v2"
+
+	"github.com/tether-edge/tether/pkg/metrics"
 )
 
 // Rule names a reason for refusing a node's request. Rules are the metric label and part of every refusal message,
@@ -111,19 +112,7 @@ func newRefusals(reg prometheus.Registerer) *prometheus.CounterVec {
 	for _, r := range allRules {
 		c.WithLabelValues(string(r))
 	}
-	if reg == nil {
-		return c
-	}
-	if err := reg.Register(c); err != nil {
-		var are prometheus.AlreadyRegisteredError
-		if errors.As(err, &are) {
-			if existing, ok := are.ExistingCollector.(*prometheus.CounterVec); ok {
-				return existing
-			}
-		}
-		klog.ErrorS(err, "Cannot register the node authorizer's metrics")
-	}
-	return c
+	return metrics.Shared(reg, c)
 }
 
 // refuse counts and returns a refusal.
