@@ -56,6 +56,10 @@ test-unit: ## Unit tests with the race detector
 test-integration: tools images ## Integration and browser tests against a real kube-apiserver, etcd, containerd, mosquitto, Chromium
 	go test -race -count=1 -tags integration $(GO_TEST_FLAGS) ./tests/... ./examples/...
 
+.PHONY: chaos
+chaos: tools images ## Chaos scenarios on the real binaries as keadm installs them (not part of make test)
+	go test -race -count=1 -tags chaos -timeout 20m $(GO_TEST_FLAGS) ./tests/chaos/...
+
 .PHONY: crossbuild release test-cross
 crossbuild: deps ## Static cgo builds for linux/amd64, arm64, arm (GOARM=7) into _output/cross (ARCHES="arm64" for fewer)
 	hack/crossbuild.sh $(ARCHES)
