@@ -54,7 +54,7 @@ test-unit: ## Unit tests with the race detector
 
 .PHONY: test-integration
 test-integration: tools images ## Integration and browser tests against a real kube-apiserver, etcd, containerd, mosquitto, Chromium
-	go test -race -count=1 -tags integration $(GO_TEST_FLAGS) ./tests/... ./examples/...
+	go test -race -count=1 -timeout 40m -tags integration $(GO_TEST_FLAGS) ./tests/... ./examples/...
 
 .PHONY: chaos
 chaos: tools images ## Chaos scenarios on the real binaries as keadm installs them (not part of make test)
