@@ -111,8 +111,8 @@ func TestKeadmCloud(t *testing.T) {
 			t.Errorf("init --force output:\n%s", out)
 		}
 		newPID := keadmCloudPID(t, root)
-		if newPID == 0 || newPID == pid || keadmCloudAlive(pid) {
-			t.Errorf("after --force: old pid %d alive %v, new pid %d", pid, keadmCloudAlive(pid), newPID)
+		if newPID == 0 || newPID == pid || framework.ProcessAlive(pid) {
+			t.Errorf("after --force: old pid %d alive %v, new pid %d", pid, framework.ProcessAlive(pid), newPID)
 		}
 		pid = newPID
 	})
@@ -123,7 +123,7 @@ func TestKeadmCloud(t *testing.T) {
 			t.Fatalf("keadm reset cloud: %v\n%s%s", err, out, errOut)
 		}
 		t.Logf("keadm reset cloud:\n%s", out)
-		if keadmCloudAlive(pid) {
+		if framework.ProcessAlive(pid) {
 			t.Errorf("cloudcore (pid %d) still runs after reset", pid)
 		}
 		for _, p := range []string{"etc/kubeedge", "usr/local/bin/cloudcore", "var/log/kubeedge", "var/run/kubeedge"} {
@@ -302,20 +302,10 @@ func keadmCloudPID(t *testing.T, root string) int {
 	}
 	pid, _ := strconv.Atoi(strings.TrimSpace(string(b)))
 	cmdline, _ := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/cmdline")
-	if pid == 0 || !bytes.HasPrefix(cmdline, []byte(filepath.Join(root, "usr/local/bin/cloudcore")+"\x00")) || !keadmCloudAlive(pid) {
+	if pid == 0 || !bytes.HasPrefix(cmdline, []byte(filepath.Join(root, "usr/local/bin/cloudcore")+"\x00")) || !framework.ProcessAlive(pid) {
 		return 0
 	}
 	return pid
-}
-
-// keadmCloudAlive: running and not a zombie (an orphaned cloudcore may never be reaped in a container).
-func keadmCloudAlive(pid int) bool {
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
-	if err != nil {
-		return false
-	}
-	i := bytes.LastIndexByte(b, ')')
-	return i > 0 && i+2 < len(b) && b[i+2] != 'Z' && b[i+2] != 'X'
 }
 
 // keadmCloudKillLeftovers stops a cloudcore a failed test left running.

@@ -140,7 +140,7 @@ func TestKeadmEdgeJoinDebugReset(t *testing.T) {
 
 	out, code := keadmEdgeRun(t, keadm, args(root)...)
 	if code != 0 {
-		t.Fatalf("keadm join exited %d:\n%s\nedgecore log:\n%s", code, out, keadmEdgeTail(filepath.Join(root, "var/log/kubeedge/edgecore.log")))
+		t.Fatalf("keadm join exited %d:\n%s\nedgecore log:\n%s", code, out, framework.FileTail(filepath.Join(root, "var/log/kubeedge/edgecore.log"), 4096))
 	}
 	t.Logf("keadm join:\n%s", out)
 	if !strings.Contains(out, "[join] node edge1 connected to cloudcore and Ready") {
@@ -346,15 +346,4 @@ func keadmEdgeHasRow(table string, cells ...string) bool {
 		}
 	}
 	return false
-}
-
-func keadmEdgeTail(path string) string {
-	data, err := os.ReadFile(path)
-	if err != nil {
-		return err.Error()
-	}
-	if len(data) > 4096 {
-		data = data[len(data)-4096:]
-	}
-	return string(data)
 }

@@ -58,18 +58,18 @@ func TestKeadmTwoNodes(t *testing.T) {
 	begin := time.Now()
 	ctx := context.Background()
 	// The build overlaps the start of the control plane and of the containerds, which mostly wait.
-	waitBuild := twoNodeBuild(t)
+	waitBuild := framework.BuildKeadm(t)
 	cp := framework.StartControlPlane(t)
 	// Before the containerd and edgecore inside it, so that it is removed after them.
 	ns := framework.StartNetns(t)
-	hostNode := &twoNode{name: "twonode-host", root: twoNodeRoot(t, "keadm-2n-host-"), ctd: framework.StartContainerd(t)}
-	nsNode := &twoNode{name: "twonode-netns", root: twoNodeRoot(t, "keadm-2n-netns-"), ctd: framework.StartContainerd(t, framework.InNetns(ns)), netns: ns}
+	hostNode := &twoNode{name: "twonode-host", root: framework.KeadmRoot(t, "keadm-2n-host-"), ctd: framework.StartContainerd(t)}
+	nsNode := &twoNode{name: "twonode-netns", root: framework.KeadmRoot(t, "keadm-2n-netns-"), ctd: framework.StartContainerd(t, framework.InNetns(ns)), netns: ns}
 	nodes := []*twoNode{hostNode, nsNode}
 	keadm := waitBuild()
 	t.Logf("control plane, namespace, binaries and two containerds ready after %s", time.Since(begin).Round(time.Millisecond))
 
 	// keadm init, advertising loopback for the node on this host and the veth address for the one in the namespace.
-	cloudRoot := twoNodeRoot(t, "keadm-2n-cloud-")
+	cloudRoot := framework.KeadmRoot(t, "keadm-2n-cloud-")
 	t.Cleanup(func() {
 		keadmCloudKillLeftovers(cloudRoot)
 		if out, code := twoNodeKeadm(nil, keadm, "reset", "cloud", "--force", "--root", cloudRoot); code != 0 {
@@ -81,7 +81,7 @@ func TestKeadmTwoNodes(t *testing.T) {
 		"--advertise-address", "127.0.0.1,"+ns.HostIP, "--websocket-port", keadmCloudItoa(ws), "--https-port", keadmCloudItoa(https),
 		"--monitor-address", "127.0.0.1:"+keadmCloudItoa(framework.FreePort(t)), "--no-systemd")
 	if code != 0 {
-		t.Fatalf("keadm init exited %d:\n%s\ncloudcore log:\n%s", code, out, keadmEdgeTail(filepath.Join(cloudRoot, "var/log/kubeedge/cloudcore.log")))
+		t.Fatalf("keadm init exited %d:\n%s\ncloudcore log:\n%s", code, out, framework.FileTail(filepath.Join(cloudRoot, "var/log/kubeedge/cloudcore.log"), 4096))
 	}
 	t.Logf("keadm init:\n%s", out)
 	for _, want := range []string{"server certificate SANs 127.0.0.1, " + ns.HostIP, "[wait] cloudcore ready"} {
@@ -133,7 +133,7 @@ func TestKeadmTwoNodes(t *testing.T) {
 			out, code := twoNodeKeadm(n.netns, keadm, args...)
 			if code != 0 {
 				out = fmt.Sprintf("FAILED: keadm join %s exited %d:\n%s\nedgecore log:\n%s", n.name, code, out,
-					keadmEdgeTail(filepath.Join(n.root, "var/log/kubeedge/edgecore.log")))
+					framework.FileTail(filepath.Join(n.root, "var/log/kubeedge/edgecore.log"), 4096))
 			}
 			joined <- out
 		}()
@@ -161,7 +161,7 @@ func TestKeadmTwoNodes(t *testing.T) {
 	}
 
 	// kubectl shows both nodes Ready with KubeEdge's roles.
-	twoNodeEventually(t, 60*time.Second, "both nodes Ready with roles agent,edge in kubectl get nodes", func() (bool, string) {
+	framework.EventuallyState(t, 60*time.Second, "both nodes Ready with roles agent,edge in kubectl get nodes", func() (bool, string) {
 		out, err := cp.Kubectl(ctx, "get", "nodes", "--no-headers")
 		return err == nil && keadmEdgeHasRow(out, hostNode.name, "Ready", "agent,edge") && keadmEdgeHasRow(out, nsNode.name, "Ready", "agent,edge"),
 			fmt.Sprintf("%s%v", out, err)
@@ -210,11 +210,11 @@ func TestKeadmTwoNodes(t *testing.T) {
 	}
 	for _, n := range nodes {
 		var p corev1.Pod
-		twoNodeEventually(t, 60*time.Second, "pod "+n.pod()+" Running and Ready", func() (bool, string) {
+		framework.EventuallyState(t, 60*time.Second, "pod "+n.pod()+" Running and Ready", func() (bool, string) {
 			err := cp.Client.Get(ctx, types.NamespacedName{Namespace: "default", Name: n.pod()}, &p)
 			status, _ := json.Marshal(p.Status)
 			return err == nil && p.Status.Phase == corev1.PodRunning && len(p.Status.ContainerStatuses) == 1 && p.Status.ContainerStatuses[0].Ready,
-				fmt.Sprintf("%v %s\nedgecore log:\n%s", err, status, keadmEdgeTail(filepath.Join(n.root, "var/log/kubeedge/edgecore.log")))
+				fmt.Sprintf("%v %s\nedgecore log:\n%s", err, status, framework.FileTail(filepath.Join(n.root, "var/log/kubeedge/edgecore.log"), 4096))
 		})
 		if n.netns != nil && (p.Status.HostIP != n.netns.IP || p.Status.PodIP != n.netns.IP) {
 			t.Errorf("pod %s: hostIP %s, podIP %s, want the namespace's %s", n.pod(), p.Status.HostIP, p.Status.PodIP, n.netns.IP)
@@ -261,7 +261,7 @@ func TestKeadmTwoNodes(t *testing.T) {
 			t.Errorf("edgecore of %s still running after reset: pids %v", n.name, procs)
 		}
 		framework.Eventually(t, 15*time.Second, "pod process and shims of "+n.name+" gone", func() bool {
-			return !keadmCloudAlive(appPIDs[n.name]) && len(twoNodeShims(n.ctd)) == 0
+			return !framework.ProcessAlive(appPIDs[n.name]) && len(twoNodeShims(n.ctd)) == 0
 		})
 		for _, what := range []string{"containers", "tasks"} {
 			if out, err := exec.Command("ctr", "-a", n.ctd.Socket, "-n", "k8s.io", what, "ls", "-q").CombinedOutput(); err != nil || len(bytes.TrimSpace(out)) > 0 {
@@ -284,7 +284,7 @@ func TestKeadmTwoNodes(t *testing.T) {
 		t.Fatalf("keadm reset cloud exited %d:\n%s", code, out)
 	}
 	t.Logf("keadm reset cloud:\n%s", out)
-	if keadmCloudAlive(cloudPID) {
+	if framework.ProcessAlive(cloudPID) {
 		t.Errorf("cloudcore (pid %d) still runs after reset", cloudPID)
 	}
 	if procs := keadmEdgeProcesses(t, filepath.Join(cloudRoot, "usr/local/bin/cloudcore")); len(procs) > 0 {
@@ -302,50 +302,6 @@ func TestKeadmTwoNodes(t *testing.T) {
 		t.Errorf("websocket port %d still accepts connections after reset cloud", ws)
 	}
 	t.Logf("done in %s", time.Since(begin).Round(time.Millisecond))
-}
-
-// twoNodeBuild starts building keadm, cloudcore and edgecore into one directory, as a release archive lays them
-// out, so that init and join find their daemon next to keadm. The returned function waits for the build and
-// returns keadm's path.
-func twoNodeBuild(t *testing.T) func() string {
-	t.Helper()
-	dir := t.TempDir()
-	cmd := exec.Command("go", "build", "-o", dir+"/", "./cmd/keadm", "./cmd/cloudcore", "./cmd/edgecore")
-	cmd.Dir = framework.RepoRoot()
-	var out bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &out
-	if err := cmd.Start(); err != nil {
-		t.Fatalf("building keadm, cloudcore and edgecore: %v", err)
-	}
-	// A test that fails before waiting must not leave the go command running.
-	waited := false
-	t.Cleanup(func() {
-		if !waited {
-			_ = cmd.Process.Kill()
-			_ = cmd.Wait()
-		}
-	})
-	return func() string {
-		t.Helper()
-		waited = true
-		if err := cmd.Wait(); err != nil {
-			t.Fatalf("building keadm, cloudcore and edgecore: %v\n%s", err, out.String())
-		}
-		return filepath.Join(dir, "keadm")
-	}
-}
-
-// twoNodeRoot is a --root for one node. Not t.TempDir(): reset must leave the root itself empty, and a short
-// path keeps logs readable and unix socket paths short.
-func twoNodeRoot(t *testing.T, prefix string) string {
-	t.Helper()
-	root, err := os.MkdirTemp("/tmp", prefix)
-	if err != nil {
-		t.Fatal(err)
-	}
-	// Registered first, so it runs after the reset registered later.
-	t.Cleanup(func() { _ = os.RemoveAll(root) })
-	return root
 }
 
 // twoNodeKeadm runs keadm, inside ns when it is not nil, and returns its combined output and exit code. It is
@@ -406,7 +362,7 @@ func twoNodeShims(ctd *framework.Containerd) []int {
 			continue
 		}
 		args := strings.Split(strings.TrimRight(string(cmdline), "\x00"), "\x00")
-		if !strings.Contains(filepath.Base(args[0]), "containerd-shim") || !keadmCloudAlive(pid) {
+		if !strings.Contains(filepath.Base(args[0]), "containerd-shim") || !framework.ProcessAlive(pid) {
 			continue
 		}
 		for i := 0; i+1 < len(args); i++ {
@@ -416,24 +372,6 @@ func twoNodeShims(ctd *framework.Containerd) []int {
 		}
 	}
 	return pids
-}
-
-// twoNodeEventually is framework.Eventually that logs the last state cond described when it times out.
-func twoNodeEventually(t *testing.T, timeout time.Duration, what string, cond func() (bool, string)) {
-	t.Helper()
-	var last string
-	done := false
-	defer func() {
-		if !done {
-			t.Logf("last state while waiting for %s:\n%s", what, last)
-		}
-	}()
-	framework.Eventually(t, timeout, what, func() bool {
-		ok, state := cond()
-		last = state
-		return ok
-	})
-	done = true
 }
 
 // twoNodeGet is GET http://addr/ with a short timeout, no proxy.
