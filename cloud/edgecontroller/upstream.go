@@ -205,6 +205,9 @@ func logFailure(req *request, err error) {
 		return
 	}
 	switch {
+	case errors.Is(err, context.Canceled):
+		// cloudcore is stopping; the edge retries the request with the next cloudcore.
+		klog.V(2).InfoS("Edge request cut short: shutting down", "msg", req.msg.String(), "err", err)
 	case errors.Is(err, errBadInput), errors.Is(err, errForbidden):
 		klog.InfoS("Refusing edge request", "msg", req.msg.String(), "err", err)
 	case apierrors.IsNotFound(err), apierrors.IsConflict(err), apierrors.IsAlreadyExists(err):

@@ -381,6 +381,11 @@ func (m *MetaManager) answer(ctx context.Context, req, resp model.Message) {
 // feedbackError logs err and sends it as an "error" message to whoever
 // sent req: the cloud logs it, a local module gets it as its answer.
 func (m *MetaManager) feedbackError(ctx context.Context, req model.Message, err error) {
+	if ctx.Err() != nil {
+		// Shutting down: the store call was cut short, and nothing is ACKed, so the cloud sends it again.
+		klog.V(2).InfoS("Message not processed: shutting down", "message", req.String(), "err", err)
+		return
+	}
 	klog.ErrorS(err, "Cannot process message", "message", req.String())
 	m.replyError(ctx, req, err.Error())
 }
