@@ -98,8 +98,7 @@ func New(opts Options) (*Authorizer, error) {
 			return nil, fmt.Errorf("node authorizer: adding the graph index to the pod informer: %w", err)
 		}
 	}
-	a := &Authorizer{pods: opts.Pods, nodes: opts.Nodes, refusals: newRefusals(opts.Registerer)}
-	return a, nil
+	return &Authorizer{pods: opts.Pods, nodes: opts.Nodes, refusals: newRefusals(opts.Registerer)}, nil
 }
 
 func newRefusals(reg prometheus.Registerer) *prometheus.CounterVec {
@@ -171,8 +170,7 @@ func (a *Authorizer) MayRead(node, kind, ns, name string) error {
 	return nil
 }
 
-// PodsReferencing returns the pods bound to node that reference the namespaced object (for PV checks, which go
-// through the claim).
+// podsOf returns the pods bound to node (for PV checks, which go through each pod's claims).
 func (a *Authorizer) podsOf(node string) ([]*corev1.Pod, error) {
 	objs, err := a.pods.GetIndexer().ByIndex(indexGraph, nodeKey(node))
 	if err != nil {
@@ -208,7 +206,7 @@ func (a *Authorizer) MayReadPV(node, pv string, claim func(ns, name string) (*co
 	return a.refuse(RuleReferenced, node, "no claim of a pod bound to it is bound to persistentvolume %s", pv)
 }
 
-// Held reports whether node may hold the object of a downstream message; resource types outside the graph (the
+// MayHold decides whether node may hold the object of a downstream message; resource types outside the graph (the
 // node's own Node, devices, ...) are decided by their controllers and pass.
 func (a *Authorizer) MayHold(node, resourceType, ns, name string) error {
 	switch strings.ToLower(resourceType) {
