@@ -62,10 +62,16 @@ func KeadmRoot(t testing.TB, prefix string) string {
 
 // RunKeadm runs keadm and returns its combined output and exit code (-1 when it could not run). It never stops
 // the test, so it may be called from any goroutine.
-func RunKeadm(keadm string, args ...string) (string, int) {
+func RunKeadm(keadm string, args ...string) (string, int) { return RunKeadmIn(nil, keadm, args...) }
+
+// RunKeadmIn is RunKeadm inside network namespace ns (on the host when ns is nil).
+func RunKeadmIn(ns *Netns, keadm string, args ...string) (string, int) {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, keadm, args...)
+	if ns != nil {
+		cmd = ns.CommandContext(ctx, keadm, args...)
+	}
 	var out bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
 	err := cmd.Run()

@@ -6,7 +6,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io/fs"
 	"os"
@@ -238,21 +237,11 @@ func keadmEdgeBuild(t *testing.T) string {
 // keadmEdgeRun runs keadm and returns its combined output and exit code.
 func keadmEdgeRun(t *testing.T, keadm string, args ...string) (string, int) {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, keadm, args...)
-	var out bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &out
-	err := cmd.Run()
-	var exit *exec.ExitError
-	switch {
-	case err == nil:
-		return out.String(), 0
-	case errors.As(err, &exit):
-		return out.String(), exit.ExitCode()
+	out, code := framework.RunKeadm(keadm, args...)
+	if code < 0 {
+		t.Fatal(out)
 	}
-	t.Fatalf("running keadm %v: %v\n%s", args, err, out.String())
-	return "", -1
+	return out, code
 }
 
 // keadmEdgeCA reads the cluster CA from Secret kubeedge/casecret, to mint tokens the cloud would have issued.

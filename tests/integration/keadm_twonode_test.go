@@ -6,7 +6,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -72,12 +71,12 @@ func TestKeadmTwoNodes(t *testing.T) {
 	cloudRoot := framework.KeadmRoot(t, "keadm-2n-cloud-")
 	t.Cleanup(func() {
 		keadmCloudKillLeftovers(cloudRoot)
-		if out, code := twoNodeKeadm(nil, keadm, "reset", "cloud", "--force", "--root", cloudRoot); code != 0 {
+		if out, code := framework.RunKeadmIn(nil, keadm, "reset", "cloud", "--force", "--root", cloudRoot); code != 0 {
 			t.Errorf("cleanup reset cloud: %s", out)
 		}
 	})
 	ws, https := framework.FreePort(t), framework.FreePort(t)
-	out, code := twoNodeKeadm(nil, keadm, "init", "--root", cloudRoot, "--kube-config", cp.Kubeconfig,
+	out, code := framework.RunKeadmIn(nil, keadm, "init", "--root", cloudRoot, "--kube-config", cp.Kubeconfig,
 		"--advertise-address", "127.0.0.1,"+ns.HostIP, "--websocket-port", keadmCloudItoa(ws), "--https-port", keadmCloudItoa(https),
 		"--monitor-address", "127.0.0.1:"+keadmCloudItoa(framework.FreePort(t)), "--no-systemd")
 	if code != 0 {
@@ -94,7 +93,7 @@ func TestKeadmTwoNodes(t *testing.T) {
 		t.Fatal("cloudcore is not running after keadm init")
 	}
 
-	out, code = twoNodeKeadm(nil, keadm, "gettoken", "--kube-config", cp.Kubeconfig)
+	out, code = framework.RunKeadmIn(nil, keadm, "gettoken", "--kube-config", cp.Kubeconfig)
 	tok := strings.TrimSpace(out)
 	if code != 0 || len(strings.Split(tok, ".")) != 4 {
 		t.Fatalf("keadm gettoken exited %d: %q", code, out)
@@ -108,7 +107,7 @@ func TestKeadmTwoNodes(t *testing.T) {
 		t.Cleanup(func() {
 			// A test that stopped half way must not leave the node running; reset is the tool for that. It runs
 			// before containerd stops and the namespace goes (cleanups run in reverse).
-			if out, code := twoNodeKeadm(nil, keadm, "reset", "edge", "--force", "--root", n.root); code != 0 {
+			if out, code := framework.RunKeadmIn(nil, keadm, "reset", "edge", "--force", "--root", n.root); code != 0 {
 				t.Errorf("cleanup reset edge %s: %s", n.name, out)
 			}
 		})
@@ -130,7 +129,7 @@ func TestKeadmTwoNodes(t *testing.T) {
 	for _, n := range nodes {
 		args := joinArgs(n)
 		go func() {
-			out, code := twoNodeKeadm(n.netns, keadm, args...)
+			out, code := framework.RunKeadmIn(n.netns, keadm, args...)
 			if code != 0 {
 				out = fmt.Sprintf("FAILED: keadm join %s exited %d:\n%s\nedgecore log:\n%s", n.name, code, out,
 					framework.FileTail(filepath.Join(n.root, "var/log/kubeedge/edgecore.log"), 4096))
@@ -247,7 +246,7 @@ func TestKeadmTwoNodes(t *testing.T) {
 	// keadm reset edge on each "host" leaves nothing of that node: no edgecore, no pod, no shim, no container in
 	// its containerd, no file under its root.
 	for _, n := range nodes {
-		out, code := twoNodeKeadm(n.netns, keadm, "reset", "edge", "--force", "--root", n.root)
+		out, code := framework.RunKeadmIn(n.netns, keadm, "reset", "edge", "--force", "--root", n.root)
 		if code != 0 {
 			t.Fatalf("keadm reset edge %s exited %d:\n%s", n.name, code, out)
 		}
@@ -279,7 +278,7 @@ func TestKeadmTwoNodes(t *testing.T) {
 	}
 
 	// keadm reset cloud leaves no cloudcore and nothing under its root.
-	out, code = twoNodeKeadm(nil, keadm, "reset", "cloud", "--force", "--root", cloudRoot)
+	out, code = framework.RunKeadmIn(nil, keadm, "reset", "cloud", "--force", "--root", cloudRoot)
 	if code != 0 {
 		t.Fatalf("keadm reset cloud exited %d:\n%s", code, out)
 	}
@@ -302,28 +301,6 @@ func TestKeadmTwoNodes(t *testing.T) {
 		t.Errorf("websocket port %d still accepts connections after reset cloud", ws)
 	}
 	t.Logf("done in %s", time.Since(begin).Round(time.Millisecond))
-}
-
-// twoNodeKeadm runs keadm, inside ns when it is not nil, and returns its combined output and exit code. It is
-// safe to call from other goroutines: it never stops the test.
-func twoNodeKeadm(ns *framework.Netns, keadm string, args ...string) (string, int) {
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, keadm, args...)
-	if ns != nil {
-		cmd = ns.CommandContext(ctx, keadm, args...)
-	}
-	var out bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &out
-	err := cmd.Run()
-	var exit *exec.ExitError
-	switch {
-	case err == nil:
-		return out.String(), 0
-	case errors.As(err, &exit):
-		return out.String(), exit.ExitCode()
-	}
-	return fmt.Sprintf("running keadm %v: %v\n%s", args, err, out.String()), -1
 }
 
 // twoNodeContainerPID is the PID of the one container on ctd, as the runtime reports it.

@@ -196,7 +196,7 @@ func TestNodeBoundCredentials(t *testing.T) {
 	})
 
 	t.Run("refusals are counted by reason", func(t *testing.T) {
-		metrics := nbScrape(t, monitor)
+		metrics := scrape(t, monitor)
 		for _, series := range []string{
 			`tether_cloudhub_cert_refusals_total{reason="kubelet_node"}`,
 			`tether_cloudhub_cert_refusals_total{reason="edge_node_exists"}`,
@@ -326,15 +326,4 @@ func nbWantClosed(t *testing.T, conn *websocket.Conn, want string) {
 		}
 		return
 	}
-}
-
-func nbScrape(t *testing.T, addr string) string {
-	t.Helper()
-	resp, err := http.Get("http://" + addr + "/metrics")
-	if err != nil {
-		t.Fatalf("scraping metrics: %v", err)
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	return string(b)
 }
